@@ -1,0 +1,98 @@
+"""agentaccel: caching, limits, pooling and OpenTelemetry spans around the LLM, tool, agent and workflow calls
+of the agent frameworks you already use.
+
+    import agentaccel
+    agentaccel.enable()
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from typing import Any
+
+from agentaccel._accelerate import accelerate, wrap
+from agentaccel._adapter import Adapter, Patch
+from agentaccel._call import (
+    CHAT,
+    EMBEDDINGS,
+    EXECUTE_TOOL,
+    INVOKE_AGENT,
+    INVOKE_WORKFLOW,
+    JSON_CODEC,
+    TEXT_COMPLETION,
+    Call,
+    Codec,
+    CodecError,
+    Mode,
+    Outcome,
+    Target,
+)
+from agentaccel._config import Config, ConfigSpec
+from agentaccel._context import current_options, current_scope, options, scope
+from agentaccel._errors import AgentAccelError, ConfigError, PluginError
+from agentaccel._pipeline import PROCEED, Io, Middleware, Proceed, Return, plugin_failures
+from agentaccel._plugins import hookimpl
+from agentaccel._runtime import Runtime, disable, enable, runtime
+
+
+def register_plugin(plugin: Any, name: str) -> None:
+    """Register a plugin object (module or instance with ``@hookimpl`` methods) from code; it is used from the
+    next ``enable()`` on, and at once if agentaccel is already enabled (it is re-enabled with the same
+    arguments)."""
+    from agentaccel import _plugins, _runtime
+
+    _plugins.register_in_code(plugin, name)
+    _runtime.reenable()
+
+
+def unregister_plugin(name: str) -> None:
+    """Undo :func:`register_plugin`; re-enables at once if agentaccel is enabled."""
+    from agentaccel import _plugins, _runtime
+
+    _plugins.unregister_in_code(name)
+    _runtime.reenable()
+
+
+__all__ = [
+    "CHAT",
+    "EMBEDDINGS",
+    "EXECUTE_TOOL",
+    "INVOKE_AGENT",
+    "INVOKE_WORKFLOW",
+    "JSON_CODEC",
+    "PROCEED",
+    "TEXT_COMPLETION",
+    "Adapter",
+    "AgentAccelError",
+    "Call",
+    "Codec",
+    "CodecError",
+    "Config",
+    "ConfigError",
+    "ConfigSpec",
+    "Io",
+    "Middleware",
+    "Mode",
+    "Outcome",
+    "Patch",
+    "PluginError",
+    "Proceed",
+    "Return",
+    "Runtime",
+    "Target",
+    "__version__",
+    "accelerate",
+    "current_options",
+    "current_scope",
+    "disable",
+    "enable",
+    "hookimpl",
+    "options",
+    "plugin_failures",
+    "register_plugin",
+    "runtime",
+    "scope",
+    "unregister_plugin",
+    "wrap",
+]

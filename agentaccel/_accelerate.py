@@ -1,0 +1,127 @@
+"""``accelerate`` and ``wrap``: the adapter for plain Python functions, methods, generators and coroutines."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, overload
+
+import wrapt
+
+from agentaccel._call import EXECUTE_TOOL, JSON_CODEC, Call, Codec, Mode, Target
+from agentaccel._runtime import interceptor
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _mode_of(fn: Callable[..., Any]) -> Mode:
+    if inspect.isasyncgenfunction(fn):
+        return Mode.ASYNC_STREAM
+    if inspect.iscoroutinefunction(fn):
+        return Mode.ASYNC
+    if inspect.isgeneratorfunction(fn):
+        return Mode.SYNC_STREAM
+    return Mode.SYNC
+
+
+def _arguments_request(fn: Callable[..., Any]) -> Callable[[Call], Mapping[str, Any]]:
+    """The default normalized request: the call's arguments bound to their parameter names (``self``/``cls``
+    left out), so ``f(1, b=2)`` and ``f(a=1, b=2)`` are the same request."""
+    signature = inspect.signature(fn)
+    parameters = list(signature.parameters)
+    bound_first = bool(parameters) and parameters[0] in ("self", "cls")
+
+    def request(call: Call) -> Mapping[str, Any]:
+        args = (call.instance, *call.args) if bound_first and call.instance is not None else call.args
+        bound = signature.bind(*args, **call.kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        if bound_first and call.instance is not None:
+            arguments.pop(parameters[0])
+        return {"function": f"{fn.__module__}.{fn.__qualname__}", "arguments": arguments}
+
+    return request
+
+
+def wrap(
+    fn: F,
+    *,
+    operation: str = EXECUTE_TOOL,
+    name: str | None = None,
+    provider: str | None = None,
+    framework: str = "python",
+    mode: Mode | None = None,
+    codec: Codec = JSON_CODEC,
+    request: Callable[[Call], Mapping[str, Any]] | None = None,
+    describe: Callable[[Any], Mapping[str, Any]] | None = None,
+    pure: bool = False,
+) -> F:
+    """Return ``fn`` with its calls running through agentaccel's pipeline (a span, and whatever middleware is
+    enabled). Sync and async functions, generators and async generators (as streams) and methods all work; when
+    agentaccel is not enabled the call goes straight through.
+
+    :param operation: the GenAI operation: ``execute_tool`` (default), ``chat``, ``embeddings``,
+        ``text_completion``, ``invoke_agent`` or ``invoke_workflow``.
+    :param name: defaults to the function's ``__name__``.
+    :param mode: only needed for a plain function that returns an iterator to be treated as a stream.
+    :param codec: turns the result into JSON data and back (for caching); results must be JSON data by default.
+    :param request: builds the normalized request from the :class:`Call`; defaults to the bound arguments.
+    :param describe: extracts span attributes (``gen_ai.usage.*`` …) from a result.
+    :param pure: the result depends only on the arguments, so it may be cached like a model call.
+    """
+    target = Target(
+        framework=framework,
+        operation=operation,
+        name=name or getattr(fn, "__name__", repr(fn)),
+        mode=mode or _mode_of(fn),
+        provider=provider,
+        codec=codec,
+        request=request or _arguments_request(fn),
+        describe=describe,
+        hints={"pure": pure},
+    )
+    intercept = interceptor(target)
+    if _is_method(fn):
+        return wrapt.FunctionWrapper(fn, intercept)  # type: ignore[no-any-return]
+
+    # A module-level function never binds to an instance, so a closure does what wrapt's descriptor machinery
+    # would, in a quarter of the time (~0.15 us instead of ~0.6 us a call).
+    @functools.wraps(fn)
+    def accelerated(*args: Any, **kwargs: Any) -> Any:
+        return intercept(fn, None, args, kwargs)
+
+    return accelerated  # type: ignore[return-value]
+
+
+def _is_method(fn: Callable[..., Any]) -> bool:
+    """Defined in a class body (``Class.method`` or ``f.<locals>.Class.method``), or not a plain function."""
+    if not inspect.isfunction(fn):
+        return True
+    return "." in fn.__qualname__.rpartition("<locals>.")[2]
+
+
+@overload
+def accelerate(fn: F, /) -> F: ...
+
+
+@overload
+def accelerate(
+    *,
+    operation: str = ...,
+    name: str | None = ...,
+    provider: str | None = ...,
+    framework: str = ...,
+    mode: Mode | None = ...,
+    codec: Codec = ...,
+    request: Callable[[Call], Mapping[str, Any]] | None = ...,
+    describe: Callable[[Any], Mapping[str, Any]] | None = ...,
+    pure: bool = ...,
+) -> Callable[[F], F]: ...
+
+
+def accelerate(fn: Any = None, /, **options: Any) -> Any:
+    """Decorator form of :func:`wrap`: ``@accelerate`` or ``@accelerate(operation="execute_tool", name="search")``."""
+    if fn is not None:
+        return wrap(fn, **options)
+    return lambda f: wrap(f, **options)

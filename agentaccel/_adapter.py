@@ -1,0 +1,215 @@
+"""The adapter contract (OpenTelemetry's instrumentor shape): declared framework version ranges, idempotent
+``instrument()``/``uninstrument()``, patches applied when the framework module is imported (or at once if it
+already is), and ``uninstrument()`` putting back exactly the objects it found."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import logging
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+import wrapt
+
+from agentaccel._call import Target
+
+if TYPE_CHECKING:
+    from packaging.requirements import Requirement
+
+log = logging.getLogger("agentaccel")
+
+WrapperFn = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Patch:
+    """Wrap ``module.qualname`` (``"Class.method"`` or ``"function"``) once the module is imported.
+
+    Give ``target`` to run calls through the pipeline, or ``wrapper`` — a wrapt-style
+    ``(wrapped, instance, args, kwargs)`` function — for anything else (e.g. carrying context into threads).
+    Patch where one patch sees every call: a base-class method subclasses do not override.
+    """
+
+    module: str
+    qualname: str
+    target: Target | None = None
+    wrapper: WrapperFn | None = None
+
+    def __post_init__(self) -> None:
+        if (self.target is None) == (self.wrapper is None):
+            raise ValueError(f"Patch({self.module}.{self.qualname}) needs exactly one of target= and wrapper=")
+
+
+@dataclasses.dataclass
+class _Applied:
+    owner: Any
+    attribute: str
+    original: Any
+    wrapper: Any
+
+
+class Adapter:
+    """Base class for framework adapters. Subclasses set ``name`` and ``requires`` and return their
+    :class:`Patch` list from :meth:`patches`."""
+
+    name: str = ""
+    #: Requirement strings of the supported framework versions, e.g. ``("langchain-core>=0.3,<2",)``.
+    requires: tuple[str, ...] = ()
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._active = False
+        self._applied: list[_Applied] = []
+        self.problems: list[str] = []
+
+    def patches(self) -> Iterable[Patch]:
+        return ()
+
+    # --- state, as `agentaccel plugins` shows it ----------------------------------------------------------------
+
+    def versions(self) -> dict[str, str | None]:
+        """Installed version of each required distribution (None when not installed)."""
+        found: dict[str, str | None] = {}
+        for requirement in self._requirements():
+            try:
+                found[requirement.name] = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                found[requirement.name] = None
+        return found
+
+    def unsupported(self) -> list[str]:
+        """Why this adapter cannot instrument what is installed: one line per missing or out-of-range package."""
+        reasons = []
+        for requirement in self._requirements():
+            try:
+                version = importlib.metadata.version(requirement.name)
+            except importlib.metadata.PackageNotFoundError:
+                reasons.append(f"{requirement.name} is not installed")
+                continue
+            if requirement.specifier and not requirement.specifier.contains(version, prereleases=True):
+                reasons.append(f"{requirement.name} {version} is installed; this adapter supports "
+                               f"{requirement.name}{requirement.specifier}")
+        return reasons
+
+    @property
+    def instrumented(self) -> bool:
+        return self._active
+
+    def patched(self) -> list[str]:
+        """``module.qualname`` of each patch currently in place."""
+        return [f"{_owner_name(a.owner)}.{a.attribute}" for a in self._applied]
+
+    def _requirements(self) -> list[Requirement]:
+        if not self.requires:
+            return []
+        from packaging.requirements import InvalidRequirement, Requirement  # late: ~35 ms to import
+
+        try:
+            return [Requirement(text) for text in self.requires]
+        except InvalidRequirement as exc:
+            raise ValueError(f"adapter {self.name!r} declares an invalid requirement: {exc}") from None
+
+    # --- the contract -------------------------------------------------------------------------------------------
+
+    def instrument(self) -> None:
+        """Apply the patches now for imported modules and on import for the others. Idempotent. Does nothing
+        (and says why in ``problems``) when a required framework is missing or out of range."""
+        with self._lock:
+            if self._active:
+                return
+            self.problems = self.unsupported()
+            if self.problems:
+                for problem in self.problems:
+                    if "is not installed" not in problem:
+                        log.warning("agentaccel adapter %r is not instrumenting: %s", self.name, problem)
+                return
+            self._active = True
+            for module in dict.fromkeys(p.module for p in self.patches()):
+                _watch(module, self)
+
+    def uninstrument(self) -> None:
+        """Put back exactly the objects that were replaced. Idempotent."""
+        with self._lock:
+            self._active = False
+            for applied in reversed(self._applied):
+                current = vars(applied.owner).get(applied.attribute)
+                if current is applied.wrapper:
+                    setattr(applied.owner, applied.attribute, applied.original)
+                else:
+                    log.warning("agentaccel adapter %r cannot restore %s.%s: something else replaced it after "
+                                "agentaccel; it stays, and agentaccel's wrapper inside it passes calls through",
+                                self.name, _owner_name(applied.owner), applied.attribute)
+            self._applied.clear()
+            _unwatch(self)
+
+    def _module_imported(self, module: types.ModuleType) -> None:
+        from agentaccel._runtime import interceptor  # late: _runtime imports this module
+
+        with self._lock:
+            if not self._active:
+                return
+            for patch in self.patches():
+                if patch.module != module.__name__:
+                    continue
+                owner_path, _, attribute = patch.qualname.rpartition(".")
+                try:
+                    owner = _resolve(module, owner_path)
+                    original = vars(owner)[attribute]
+                except (AttributeError, KeyError):
+                    problem = f"{patch.module}.{patch.qualname} not found; the framework changed its layout"
+                    self.problems.append(problem)
+                    log.warning("agentaccel adapter %r skipped a patch: %s", self.name, problem)
+                    continue
+                wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
+                wrapper = wrapt.FunctionWrapper(original, wrapper_fn)
+                setattr(owner, attribute, wrapper)
+                self._applied.append(_Applied(owner, attribute, original, wrapper))
+
+
+def _resolve(module: types.ModuleType, path: str) -> Any:
+    owner: Any = module
+    for part in filter(None, path.split(".")):
+        owner = getattr(owner, part)
+    return owner
+
+
+def _owner_name(owner: Any) -> str:
+    if isinstance(owner, types.ModuleType):
+        return owner.__name__
+    return f"{owner.__module__}.{owner.__qualname__}"
+
+
+# wrapt cannot unregister a post-import hook, so each module gets one hook for the life of the process, which
+# hands the module to whichever adapters are watching it at that moment.
+_watchers: dict[str, list[Adapter]] = {}
+_hooked: set[str] = set()
+_watch_lock = threading.Lock()
+
+
+def _watch(module: str, adapter: Adapter) -> None:
+    with _watch_lock:
+        _watchers.setdefault(module, []).append(adapter)
+        first = module not in _hooked
+        _hooked.add(module)
+    if first:
+        wrapt.register_post_import_hook(_on_import, module)  # calls at once when already imported
+    elif module in sys.modules:
+        adapter._module_imported(sys.modules[module])
+
+
+def _unwatch(adapter: Adapter) -> None:
+    with _watch_lock:
+        for adapters in _watchers.values():
+            if adapter in adapters:
+                adapters.remove(adapter)
+
+
+def _on_import(module: types.ModuleType) -> None:
+    with _watch_lock:
+        adapters = list(_watchers.get(module.__name__, ()))
+    for adapter in adapters:
+        adapter._module_imported(module)

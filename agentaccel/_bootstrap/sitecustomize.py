@@ -1,0 +1,22 @@
+"""Enables agentaccel at interpreter start-up for ``agentaccel run -- python app.py``.
+
+``agentaccel run`` validated the configuration before starting the program, so a failure here is unexpected:
+it is reported on stderr and the program exits with status 2 rather than running unaccelerated unnoticed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from agentaccel._bootstrap import chain_sitecustomize
+
+chain_sitecustomize(os.path.dirname(__file__))
+
+try:
+    import agentaccel
+
+    agentaccel.enable()
+except Exception as exc:  # noqa: BLE001 - reported in the user's words, not as a traceback from start-up
+    sys.stderr.write(f"agentaccel run: could not enable agentaccel: {exc}\n")
+    sys.exit(2)

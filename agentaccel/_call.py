@@ -1,0 +1,190 @@
+"""What is being called: the static :class:`Target` an adapter describes once, the per-call :class:`Call`
+middleware sees, and the :class:`Outcome` it is handed back."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Protocol
+
+from agentaccel._context import _OPTIONS, _SCOPE
+
+#: Operation names, in the OpenTelemetry GenAI semantic conventions' vocabulary.
+CHAT = "chat"
+TEXT_COMPLETION = "text_completion"
+EMBEDDINGS = "embeddings"
+EXECUTE_TOOL = "execute_tool"
+INVOKE_AGENT = "invoke_agent"
+INVOKE_WORKFLOW = "invoke_workflow"
+OPERATIONS = frozenset({CHAT, TEXT_COMPLETION, EMBEDDINGS, EXECUTE_TOOL, INVOKE_AGENT, INVOKE_WORKFLOW})
+#: Operations that are one request to a model provider: a nested call of the same kind is the same request.
+MODEL_OPERATIONS = frozenset({CHAT, TEXT_COMPLETION, EMBEDDINGS})
+
+
+class Mode(enum.Enum):
+    """How the intercepted callable delivers its result."""
+
+    SYNC = "sync"
+    ASYNC = "async"
+    SYNC_STREAM = "sync_stream"
+    ASYNC_STREAM = "async_stream"
+
+    @property
+    def is_stream(self) -> bool:
+        return self in (Mode.SYNC_STREAM, Mode.ASYNC_STREAM)
+
+    @property
+    def is_async(self) -> bool:
+        return self in (Mode.ASYNC, Mode.ASYNC_STREAM)
+
+
+class CodecError(ValueError):
+    """A result could not be turned into JSON-safe data, or stored data back into a result."""
+
+
+class Codec(Protocol):
+    """Turns a framework's result (or one stream chunk) into JSON-safe data and back. Never pickle."""
+
+    def encode(self, value: Any) -> Any: ...
+
+    def decode(self, data: Any) -> Any: ...
+
+
+class JSONCodec:
+    """For results that already are JSON data (dict, list, str, int, float, bool, None)."""
+
+    def encode(self, value: Any) -> Any:
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise CodecError(
+                f"result of type {type(value).__name__} is not JSON data ({exc}); pass codec= to "
+                "agentaccel.accelerate() to say how to encode it"
+            ) from None
+        return value
+
+    def decode(self, data: Any) -> Any:
+        return data
+
+
+JSON_CODEC = JSONCodec()
+
+
+@dataclass(frozen=True, eq=False, slots=True)
+class Target:
+    """One intercepted callable, described once by an adapter.
+
+    ``request`` builds the normalized request (model, params, messages, tools …: JSON data) from a call; it runs
+    only when something asks for ``call.request``. ``identify`` derives the name and provider from the call (a
+    tool's name, a model class's provider) when they are not fixed. ``describe`` extracts span attributes from a
+    result (``gen_ai.usage.*``, ``gen_ai.response.model``). ``hints`` carry adapter facts middleware may use,
+    such as ``{"pure": True}`` for a tool whose result depends only on its arguments.
+    """
+
+    framework: str
+    operation: str
+    name: str
+    mode: Mode
+    provider: str | None = None
+    codec: Codec = JSON_CODEC
+    request: Callable[[Call], Mapping[str, Any]] | None = None
+    identify: Callable[[Call], tuple[str, str | None]] | None = None
+    describe: Callable[[Any], Mapping[str, Any]] | None = None
+    hints: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if self.operation not in OPERATIONS:
+            raise ValueError(
+                f"operation {self.operation!r} is not one of {', '.join(sorted(OPERATIONS))} "
+                "(the OpenTelemetry GenAI operation names)"
+            )
+
+
+class Call:
+    """One intercepted call. Middleware reads it; ``annotate`` adds span attributes."""
+
+    __slots__ = ("args", "attributes", "instance", "kwargs", "name", "options", "provider", "scope", "target",
+                 "_request")
+
+    def __init__(self, target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.target = target
+        self.instance = instance
+        self.args = args
+        self.kwargs = kwargs
+        self.scope: Mapping[str, str] = _SCOPE.get()
+        self.options: Mapping[str, Any] = _OPTIONS.get()
+        self.attributes: dict[str, Any] | None = None
+        self._request: Mapping[str, Any] | None = None
+        if target.identify is None:
+            self.name, self.provider = target.name, target.provider
+        else:
+            self.name, self.provider = target.identify(self)
+
+    @property
+    def framework(self) -> str:
+        return self.target.framework
+
+    @property
+    def operation(self) -> str:
+        return self.target.operation
+
+    @property
+    def mode(self) -> Mode:
+        return self.target.mode
+
+    @property
+    def request(self) -> Mapping[str, Any]:
+        """The normalized request, built on first access and kept for the rest of the call."""
+        if self._request is None:
+            builder = self.target.request
+            self._request = MappingProxyType(dict(builder(self))) if builder is not None else _NO_REQUEST
+        return self._request
+
+    def annotate(self, key: str, value: Any) -> None:
+        """Record an attribute for this call's span (e.g. ``agentaccel.cache.result``)."""
+        if self.attributes is None:
+            self.attributes = {}
+        self.attributes[key] = value
+
+    def __repr__(self) -> str:
+        return f"<Call {self.framework}:{self.operation} {self.name!r} {self.mode.value}>"
+
+
+_NO_REQUEST: Mapping[str, Any] = MappingProxyType({})
+
+
+class Outcome:
+    """What a call produced: ``value`` or ``error`` (then ``unwrap()`` raises it)."""
+
+    __slots__ = ("error", "value")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        self.value = value
+        self.error = error
+
+    @property
+    def completed(self) -> bool:
+        """The call returned (a stream: was read to the end) rather than failing, being cancelled or abandoned."""
+        return self.error is None
+
+    def unwrap(self) -> Any:
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class StreamOutcome(Outcome):
+    """The outcome of a stream: ``value`` is the list of chunks when a middleware asked to collect them,
+    ``chunks`` counts them, ``last`` is the last one (where providers put usage) and ``first_chunk_ns`` is the
+    ``time.perf_counter_ns()`` of the first."""
+
+    __slots__ = ("chunks", "first_chunk_ns", "last")
+
+    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+        super().__init__(value, error)
+        self.chunks = 0
+        self.first_chunk_ns = 0
+        self.last: Any = None

@@ -1,0 +1,376 @@
+"""The call pipeline: middleware decides in one sans-I/O generator per call; four thin drivers (sync, async, sync
+stream, async stream) perform what it asks.
+
+A middleware's ``flow(call)`` is a generator. It may yield :class:`Io` effects (work that has a sync and an async
+form: a lock, a Redis round trip) and gets each result sent back; then it yields exactly one decision,
+:class:`Proceed` (let the call go on) or :class:`Return` (answer without calling: a cache hit); then it is sent the
+:class:`~agentaccel.Outcome` and may yield further :class:`Io` effects before it returns. All the logic lives in
+:func:`_plan`, which walks the flows in order and unwinds them in reverse; the drivers only run effects and the
+original callable, so sync and async behave the same by construction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Sequence
+from contextvars import ContextVar, Token
+from typing import Any
+
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+
+from agentaccel._call import MODEL_OPERATIONS, Call, Outcome, StreamOutcome, Target
+from agentaccel._errors import AgentAccelError, PluginError
+
+log = logging.getLogger("agentaccel")
+
+
+class Io:
+    """An effect with a sync and an async form; the driver runs the one that fits the call and sends back its
+    result (or throws its exception into the flow)."""
+
+    __slots__ = ("arun", "run")
+
+    def __init__(self, run: Callable[[], Any], arun: Callable[[], Awaitable[Any]]) -> None:
+        self.run = run
+        self.arun = arun
+
+
+class Proceed:
+    """Decision: let the call go on. ``collect`` asks for a stream's chunks in ``Outcome.value``; ``context`` is
+    an OpenTelemetry context the inner call (and each step of a stream) runs in."""
+
+    __slots__ = ("collect", "context")
+
+    def __init__(self, *, collect: bool = False, context: Context | None = None) -> None:
+        self.collect = collect
+        self.context = context
+
+
+class Return:
+    """Decision: answer with ``value`` without calling inward. For a stream ``value`` is an iterable of chunks,
+    which the caller receives as a stream."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+PROCEED = Proceed()
+Flow = Generator[Io | Proceed | Return, Any, None]
+
+
+class Middleware:
+    """Base class for middleware. Subclasses set ``name`` and override :meth:`flow` (and :meth:`accepts`).
+
+    ``before``/``after`` name other middleware this one must run outside of / inside of; names that are not
+    installed are ignored. The standard order is ``observe -> tracing -> profile -> cache -> limit -> pool``.
+    """
+
+    name: str = ""
+    before: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()
+
+    def accepts(self, target: Target) -> bool:
+        """Whether :meth:`flow` can matter for calls of ``target``; asked once per target, not per call."""
+        return True
+
+    def flow(self, call: Call) -> Flow:
+        yield PROCEED
+
+
+def order(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
+    """Sort by the before/after constraints, keeping registration order where they leave a choice."""
+    by_name: dict[str, Middleware] = {}
+    for mw in middleware:
+        if not mw.name:
+            raise PluginError(f"middleware {mw!r} has no name; set the class attribute `name`")
+        if mw.name in by_name:
+            raise PluginError(f"two middleware are named {mw.name!r}; names must be unique")
+        by_name[mw.name] = mw
+    inner: dict[str, set[str]] = {name: set() for name in by_name}  # name -> names that must run inside it
+    for mw in middleware:
+        inner[mw.name].update(n for n in mw.before if n in by_name)
+        for outer in mw.after:
+            if outer in by_name:
+                inner[outer].add(mw.name)
+    result: list[Middleware] = []
+    pending = list(by_name)
+    while pending:
+        ready = next((n for n in pending if not any(n in inner[o] for o in pending if o != n)), None)
+        if ready is None:
+            raise PluginError(f"middleware order has a cycle among: {', '.join(pending)}; check their before/after")
+        pending.remove(ready)
+        result.append(by_name[ready])
+    return tuple(result)
+
+
+class _Invoke:
+    """What :func:`_plan` asks the driver to do at the centre: call the original, or replay ``chunks``."""
+
+    __slots__ = ("chunks", "collect", "context")
+
+    def __init__(self, collect: bool, context: Context | None, chunks: Iterable[Any] | None) -> None:
+        self.collect = collect
+        self.context = context
+        self.chunks = chunks
+
+
+_failures: dict[str, int] = {}
+
+
+def plugin_failures() -> dict[str, int]:
+    """How many times each middleware raised by mistake since the process started."""
+    return dict(_failures)
+
+
+def _isolate(mw: Middleware, exc: BaseException) -> None:
+    count = _failures.get(mw.name, 0) + 1
+    _failures[mw.name] = count
+    if count == 1:
+        log.error("agentaccel middleware %r failed and was skipped for this call (logged once, counted in "
+                  "`agentaccel plugins`); the call went on without it", mw.name, exc_info=exc)
+
+
+def _deliberate(exc: BaseException) -> bool:
+    # AgentAccelError is how middleware refuses a call on purpose; BaseExceptions that are not Exceptions
+    # (cancellation, KeyboardInterrupt, GeneratorExit) must reach the caller unchanged.
+    return isinstance(exc, AgentAccelError) or not isinstance(exc, Exception)
+
+
+def _step(flow: Flow, value: Any, error: BaseException | None) -> Any:
+    return flow.send(value) if error is None else flow.throw(error)
+
+
+def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | Outcome, Any, None]:
+    """Run every flow's decision phase, ask the driver for the centre, unwind. Yields effects for the driver:
+    an :class:`Io` is answered with ``(value, error)``, an :class:`_Invoke` with an :class:`Outcome`; the last
+    thing yielded is the final :class:`Outcome` (yielded, not returned: StopIteration costs on every call)."""
+    entered: list[tuple[Middleware, Flow]] = []
+    outcome: Outcome | None = None
+    collect, context, replay = False, None, None
+    for mw in chain:
+        flow = mw.flow(call)
+        try:
+            effect = next(flow)
+            while type(effect) is Io:
+                value, error = yield effect
+                effect = _step(flow, value, error)
+        except StopIteration:
+            _isolate(mw, PluginError(f"flow of {mw.name!r} returned before deciding Proceed or Return"))
+            continue
+        except BaseException as exc:  # noqa: BLE001 - sorted into deliberate and accidental right here
+            if not _deliberate(exc):
+                _isolate(mw, exc)
+                continue
+            outcome = Outcome(error=exc)
+            break
+        if type(effect) is Return:
+            entered.append((mw, flow))
+            if not call.target.mode.is_stream:
+                outcome = Outcome(effect.value)
+            else:
+                replay = effect.value
+            break
+        if type(effect) is not Proceed:
+            flow.close()
+            _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r}; expected Io, Proceed or Return"))
+            continue
+        entered.append((mw, flow))
+        collect = collect or effect.collect
+        if effect.context is not None:
+            context = effect.context
+    if outcome is None:
+        outcome = yield _Invoke(collect, context, replay)
+    for mw, flow in reversed(entered):
+        try:
+            effect = flow.send(outcome)
+            while type(effect) is Io:
+                value, error = yield effect
+                effect = _step(flow, value, error)
+            flow.close()
+            _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r} after its decision"))
+        except StopIteration:
+            pass
+        except BaseException as exc:  # noqa: BLE001
+            if _deliberate(exc):
+                outcome = Outcome(error=exc)
+            else:
+                _isolate(mw, exc)
+    yield outcome
+
+
+# --- what runs around the centre: the span context and the "which call owns this" marker -------------------------
+
+_ACTIVE: ContextVar[Call | None] = ContextVar("agentaccel_active_call", default=None)
+
+
+def owned_by_outer(target: Target, instance: Any) -> bool:
+    """True when this call is part of a call an enclosing agentaccel frame already owns: a subclass calling
+    ``super()`` on the same object, or a client library under a framework's model call (both ``chat``)."""
+    parent = _ACTIVE.get()
+    if parent is None:
+        return False
+    if parent.target.operation != target.operation:
+        return False
+    return (instance is not None and parent.instance is instance) or target.operation in MODEL_OPERATIONS
+
+
+def _enter(call: Call, context: Context | None) -> tuple[Token[Call | None], object | None]:
+    return _ACTIVE.set(call), otel_context.attach(context) if context is not None else None
+
+
+def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
+    if tokens[1] is not None:
+        otel_context.detach(tokens[1])  # type: ignore[arg-type]
+    _ACTIVE.reset(tokens[0])
+
+
+# --- the four drivers: run Io effects, call the original (or replay), hand the plan its Outcome -------------------
+
+
+def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) -> Any:
+    plan = _plan(chain, call)
+    effect = next(plan)
+    while True:
+        if type(effect) is Io:
+            effect = plan.send(_run_io(effect))
+        elif type(effect) is _Invoke:
+            tokens = _enter(call, effect.context)
+            try:
+                outcome = Outcome(fn(*call.args, **call.kwargs))
+            except BaseException as exc:  # noqa: BLE001 - handed to the flows, re-raised by unwrap()
+                outcome = Outcome(error=exc)
+            finally:
+                _exit(tokens)
+            effect = plan.send(outcome)
+        else:
+            return effect.unwrap()
+
+
+async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., Awaitable[Any]]) -> Any:
+    plan = _plan(chain, call)
+    effect = next(plan)
+    while True:
+        if type(effect) is Io:
+            effect = plan.send(await _arun_io(effect))
+        elif type(effect) is _Invoke:
+            tokens = _enter(call, effect.context)
+            try:
+                outcome = Outcome(await fn(*call.args, **call.kwargs))
+            except BaseException as exc:  # noqa: BLE001
+                outcome = Outcome(error=exc)
+            finally:
+                _exit(tokens)
+            effect = plan.send(outcome)
+        else:
+            return effect.unwrap()
+
+
+def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., Iterable[Any]]) -> Iterator[Any]:
+    plan = _plan(chain, call)
+    effect = next(plan)
+    while True:
+        if type(effect) is Io:
+            effect = plan.send(_run_io(effect))
+        elif type(effect) is _Invoke:
+            outcome = StreamOutcome([] if effect.collect else None)
+            source: Iterator[Any] | None = None
+            try:
+                tokens = _enter(call, effect.context)
+                try:
+                    source = iter(fn(*call.args, **call.kwargs) if effect.chunks is None else effect.chunks)
+                finally:
+                    _exit(tokens)
+                while True:
+                    tokens = _enter(call, effect.context)
+                    try:
+                        chunk = next(source)
+                    except StopIteration:
+                        break
+                    finally:
+                        _exit(tokens)
+                    _count(outcome, chunk)
+                    yield chunk
+            except BaseException as exc:  # noqa: BLE001 - GeneratorExit included: an abandoned stream
+                _fail(outcome, exc)
+                close = getattr(source, "close", None)
+                if close is not None:
+                    close()
+            effect = plan.send(outcome)
+        else:
+            effect.unwrap()
+            return
+
+
+async def run_async_stream(
+    chain: Sequence[Middleware], call: Call, fn: Callable[..., AsyncIterator[Any]]
+) -> AsyncIterator[Any]:
+    plan = _plan(chain, call)
+    effect = next(plan)
+    while True:
+        if type(effect) is Io:
+            effect = plan.send(await _arun_io(effect))
+        elif type(effect) is _Invoke:
+            outcome = StreamOutcome([] if effect.collect else None)
+            source: AsyncIterator[Any] | None = None
+            try:
+                tokens = _enter(call, effect.context)
+                try:
+                    source = (fn(*call.args, **call.kwargs) if effect.chunks is None
+                              else _replay(effect.chunks)).__aiter__()
+                finally:
+                    _exit(tokens)
+                while True:
+                    tokens = _enter(call, effect.context)
+                    try:
+                        chunk = await source.__anext__()
+                    except StopAsyncIteration:
+                        break
+                    finally:
+                        _exit(tokens)
+                    _count(outcome, chunk)
+                    yield chunk
+            except BaseException as exc:  # noqa: BLE001
+                _fail(outcome, exc)
+                aclose = getattr(source, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            effect = plan.send(outcome)
+        else:
+            effect.unwrap()
+            return
+
+
+def _run_io(effect: Io) -> tuple[Any, BaseException | None]:
+    try:
+        return effect.run(), None
+    except BaseException as exc:  # noqa: BLE001 - thrown into the flow that asked
+        return None, exc
+
+
+async def _arun_io(effect: Io) -> tuple[Any, BaseException | None]:
+    try:
+        return await effect.arun(), None
+    except BaseException as exc:  # noqa: BLE001
+        return None, exc
+
+
+async def _replay(chunks: Iterable[Any]) -> AsyncIterator[Any]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _count(outcome: StreamOutcome, chunk: Any) -> None:
+    if outcome.chunks == 0:
+        outcome.first_chunk_ns = time.perf_counter_ns()
+    outcome.chunks += 1
+    outcome.last = chunk
+    if outcome.value is not None:
+        outcome.value.append(chunk)
+
+
+def _fail(outcome: StreamOutcome, exc: BaseException) -> None:
+    outcome.error = exc

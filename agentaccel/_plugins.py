@@ -1,0 +1,128 @@
+"""Finding plugins: the built-in ones in :data:`DEFAULT_PLUGINS`, the entry points of group ``agentaccel``, and
+those registered in code. Built-ins are registered exactly like a stranger's plugin; entry points are read and
+imported once per process, on the first ``enable()``."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+import logging
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import pluggy
+
+from agentaccel import hookspecs
+
+log = logging.getLogger("agentaccel")
+
+hookimpl = pluggy.HookimplMarker("agentaccel")
+
+#: Built-in plugins: (name, module). Deny-listable like any other by ``AGENTACCEL_DISABLE_PLUGINS``.
+DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("tracing", "agentaccel.builtin.tracing"),
+    ("threads", "agentaccel.builtin.threads"),
+)
+
+
+@dataclasses.dataclass
+class PluginInfo:
+    """One plugin as ``agentaccel plugins`` shows it."""
+
+    name: str
+    origin: str  # "built-in", "<distribution> <version>" or "registered in code"
+    status: str  # "enabled", "disabled", "failed"
+    reason: str = ""
+    plugin: Any = None
+
+
+_entry_points: list[importlib.metadata.EntryPoint] | None = None
+_imported: dict[str, PluginInfo] = {}
+_in_code: dict[str, Any] = {}
+
+
+def _names(var: str) -> set[str] | None:
+    text = os.environ.get(var)
+    if text is None:
+        return None
+    return {part.strip() for part in text.split(",") if part.strip()}
+
+
+def _import(name: str, origin: str, load: Callable[[], Any]) -> PluginInfo:
+    """Import a plugin module once; a failure is remembered with its reason and never retried."""
+    info = _imported.get(name)
+    if info is None:
+        try:
+            info = PluginInfo(name, origin, "enabled", plugin=load())
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+            info = PluginInfo(name, origin, "failed", reason=f"import failed: {type(exc).__name__}: {exc}")
+            log.warning("agentaccel plugin %r (%s) failed to load and is skipped: %s", name, origin, info.reason)
+        _imported[name] = info
+    return info
+
+
+def discover() -> list[PluginInfo]:
+    """Every plugin with its status under the current allow/deny lists; imports what is enabled."""
+    global _entry_points
+    deny = _names("AGENTACCEL_DISABLE_PLUGINS") or set()
+    allow = _names("AGENTACCEL_PLUGINS")
+    found: list[PluginInfo] = []
+    for name, module in DEFAULT_PLUGINS:
+        if name in deny:
+            found.append(PluginInfo(name, "built-in", "disabled", "in AGENTACCEL_DISABLE_PLUGINS"))
+        else:
+            found.append(_import(name, "built-in", lambda m=module: importlib.import_module(m)))  # type: ignore[misc]
+    if _entry_points is None:
+        _entry_points = sorted(importlib.metadata.entry_points(group="agentaccel"), key=lambda ep: ep.name)
+    for ep in _entry_points:
+        origin = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else ep.value
+        if ep.name in deny:
+            found.append(PluginInfo(ep.name, origin, "disabled", "in AGENTACCEL_DISABLE_PLUGINS"))
+        elif allow is not None and ep.name not in allow:
+            found.append(PluginInfo(ep.name, origin, "disabled", "not in AGENTACCEL_PLUGINS"))
+        else:
+            found.append(_import(ep.name, origin, ep.load))
+    for name, plugin in _in_code.items():
+        status = "disabled" if name in deny else "enabled"
+        found.append(PluginInfo(name, "registered in code", status, plugin=plugin))
+    return found
+
+
+def build_manager(infos: Iterable[PluginInfo]) -> pluggy.PluginManager:
+    """A fresh manager with every enabled plugin; one whose hooks break the contract is marked failed."""
+    pm = pluggy.PluginManager("agentaccel")
+    pm.add_hookspecs(hookspecs)
+    specs = {name for name in dir(hookspecs) if name.startswith("agentaccel_")}
+    for info in infos:
+        if info.status != "enabled":
+            continue
+        try:
+            pm.register(info.plugin, name=info.name)
+            unknown = [impl for impl in _hook_names(info.plugin) if impl not in specs]
+            if unknown:
+                raise pluggy.PluginValidationError(info.plugin, f"unknown hook(s) {', '.join(unknown)}; the hooks "
+                                                   "are listed in agentaccel.hookspecs")
+        except (pluggy.PluginValidationError, ValueError) as exc:
+            if pm.is_registered(info.plugin):
+                pm.unregister(info.plugin)
+            info.status, info.reason = "failed", f"invalid: {exc}"
+            log.warning("agentaccel plugin %r is skipped: %s", info.name, info.reason)
+    return pm
+
+
+def _hook_names(plugin: Any) -> list[str]:
+    return [name for name in dir(plugin) if name.startswith("agentaccel_")]
+
+
+def register_in_code(plugin: Any, name: str) -> None:
+    if name in _in_code or any(n == name for n, _ in DEFAULT_PLUGINS):
+        raise ValueError(f"a plugin named {name!r} is already registered; unregister it first")
+    _in_code[name] = plugin
+
+
+def unregister_in_code(name: str) -> None:
+    if _in_code.pop(name, None) is None:
+        raise ValueError(f"no plugin named {name!r} was registered in code")
+

@@ -1,0 +1,235 @@
+"""enable() and disable(): load plugins, resolve configuration, compose the pipeline once, instrument adapters;
+and :func:`dispatch`, the hot path every intercepted call goes through."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+import pluggy
+
+from agentaccel._adapter import Adapter
+from agentaccel._call import Call, Mode, Outcome, Target
+from agentaccel._config import Config, ConfigSpec, load
+from agentaccel._errors import ConfigError
+from agentaccel._pipeline import (
+    PROCEED,
+    Middleware,
+    Proceed,
+    _isolate,
+    order,
+    owned_by_outer,
+    run_async,
+    run_async_stream,
+    run_sync,
+    run_sync_stream,
+)
+from agentaccel._plugins import PluginInfo, build_manager, discover
+
+log = logging.getLogger("agentaccel")
+
+
+class Runtime:
+    """What one ``enable()`` set up; ``agentaccel.runtime()`` returns the one in force."""
+
+    def __init__(self, pm: pluggy.PluginManager, plugins: list[PluginInfo], spec: ConfigSpec,
+                 config: Config, middleware: tuple[Middleware, ...], adapters: list[Adapter]) -> None:
+        self.pm = pm
+        self.plugins = plugins
+        self.spec = spec
+        self.config = config
+        self.middleware = middleware
+        self.adapters = adapters
+        self._chains: dict[Target, tuple[Middleware, ...]] = {}
+
+    def chain(self, target: Target) -> tuple[Middleware, ...]:
+        """The middleware that accept ``target``, asked once per target."""
+        chain = self._chains.get(target)
+        if chain is None:
+            chain = self._chains[target] = tuple(mw for mw in self.middleware if _accepts(mw, target))
+        return chain
+
+
+def _accepts(mw: Middleware, target: Target) -> bool:
+    try:
+        return mw.accepts(target)
+    except Exception as exc:  # noqa: BLE001 - a plugin bug must not break the call
+        _isolate(mw, exc)
+        return False
+
+
+_lock = threading.RLock()
+_current: Runtime | None = None
+_arguments: tuple[Any, ...] | None = None
+
+
+def runtime() -> Runtime | None:
+    """The runtime in force, or None when agentaccel is not enabled."""
+    return _current
+
+
+def enable(*, tracer_provider: Any = None, meter_provider: Any = None, **sections: Mapping[str, Any]) -> Runtime:
+    """Turn agentaccel on in this process: load plugins, read configuration, compose the pipeline, instrument the
+    frameworks' adapters. Calling it again with the same arguments does nothing; with other arguments it
+    re-enables with those. ``disable()`` undoes all of it.
+
+    :param sections: one mapping per config section, e.g. ``cache={"ttl": 60}``; overrides env and file.
+    :param tracer_provider: an OpenTelemetry TracerProvider to use instead of the global one.
+    :param meter_provider: likewise for the ``gen_ai.client.operation.duration`` histogram.
+    """
+    global _current, _arguments
+    arguments = (tracer_provider, meter_provider, sections)
+    with _lock:
+        if _current is not None:
+            if _same(arguments, _arguments):
+                return _current
+            disable()
+        try:
+            rt = _build(sections, {"tracer_provider": tracer_provider, "meter_provider": meter_provider})
+        except ConfigError as exc:
+            raise ConfigError(str(exc)) from None  # the message says it all; the deep traceback would not help
+        _current, _arguments = rt, arguments
+        return rt
+
+
+def _same(a: tuple[Any, ...], b: tuple[Any, ...] | None) -> bool:
+    return b is not None and a[0] is b[0] and a[1] is b[1] and a[2] == b[2]
+
+
+def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
+    infos = discover()
+    pm = build_manager(infos)
+    by_name = {info.name: info for info in infos}
+    spec = ConfigSpec()
+    _call_each(pm, by_name, "agentaccel_add_config", spec=spec)
+    ignored = frozenset(info.name for info in infos if info.status != "enabled")
+    config = load(spec, sections, ignored_sections=ignored, extra=extra)
+    configured: list[str] = []
+    try:
+        _call_each(pm, by_name, "agentaccel_configure", config=config, done=configured)
+        middleware: list[Middleware] = []
+        _call_each(pm, by_name, "agentaccel_register_middleware", register=middleware.append, config=config)
+        observers = pm.hook.agentaccel_call_finished.get_hookimpls()
+        if observers:
+            middleware.insert(0, _Observe(observers))
+        adapters: list[Adapter] = []
+        _call_each(pm, by_name, "agentaccel_register_adapters", register=adapters.append, config=config)
+        rt = Runtime(pm, infos, spec, config, order(middleware), adapters)
+    except BaseException:
+        _unconfigure(pm, config, configured)
+        raise
+    for adapter in adapters:
+        adapter.instrument()
+    return rt
+
+
+def _call_each(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo], hook: str, *,
+               done: list[str] | None = None, **kwargs: Any) -> None:
+    """Call each implementation of ``hook`` in registration order. A plugin whose hook raises (other than a
+    ConfigError, which is the user's to fix) is marked failed and unregistered; the others go on."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        try:
+            impl.function(*(kwargs[name] for name in impl.argnames))
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            info = infos.get(impl.plugin_name)
+            if info is not None:
+                info.status, info.reason = "failed", f"{hook} raised {type(exc).__name__}: {exc}"
+            log.error("agentaccel plugin %r failed in %s and is skipped", impl.plugin_name, hook, exc_info=exc)
+            pm.unregister(name=impl.plugin_name)
+            continue
+        if done is not None:
+            done.append(impl.plugin_name)
+
+
+def _unconfigure(pm: pluggy.PluginManager, config: Config, configured: list[str]) -> None:
+    for impl in reversed(pm.hook.agentaccel_unconfigure.get_hookimpls()):
+        if impl.plugin_name not in configured:
+            continue
+        try:
+            impl.function(*(config for _ in impl.argnames))
+        except Exception as exc:  # noqa: BLE001 - the others must still release what they hold
+            log.error("agentaccel plugin %r failed in agentaccel_unconfigure", impl.plugin_name, exc_info=exc)
+
+
+def disable() -> None:
+    """Undo everything ``enable()`` did: restore every patched attribute, release plugin resources. Calls already
+    running finish through the pipeline they started in; new calls go straight to the original."""
+    global _current, _arguments
+    with _lock:
+        rt, _current, _arguments = _current, None, None
+        if rt is None:
+            return
+        for adapter in reversed(rt.adapters):
+            adapter.uninstrument()
+        _unconfigure(rt.pm, rt.config, [impl.plugin_name for impl in
+                                        rt.pm.hook.agentaccel_configure.get_hookimpls()])
+
+
+def check_options(overrides: Mapping[str, Any]) -> None:
+    rt = _current
+    if rt is not None:
+        rt.spec.check_options(overrides)
+
+
+class _Observe(Middleware):
+    """Calls ``agentaccel_call_finished`` implementations; present only when some plugin implements it."""
+
+    name = "observe"
+    before = ("tracing",)
+
+    def __init__(self, impls: list[pluggy.HookImpl]) -> None:
+        self.impls = impls
+
+    def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
+        start = time.perf_counter()
+        outcome = yield PROCEED
+        values = {"call": call, "outcome": outcome, "duration_s": time.perf_counter() - start}
+        for impl in self.impls:
+            try:
+                impl.function(*(values[name] for name in impl.argnames))
+            except Exception as exc:  # noqa: BLE001
+                _isolate(_Named(f"{impl.plugin_name}.agentaccel_call_finished"), exc)
+
+
+class _Named(Middleware):
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+# --- the hot path -------------------------------------------------------------------------------------------------
+
+
+def interceptor(target: Target) -> Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]:
+    """A wrapt-style wrapper ``(wrapped, instance, args, kwargs)`` running calls of ``target`` through the
+    pipeline, or straight through when agentaccel is disabled or an enclosing frame already owns the call."""
+    mode = target.mode
+    driver = {Mode.SYNC: run_sync, Mode.ASYNC: run_async, Mode.SYNC_STREAM: run_sync_stream,
+              Mode.ASYNC_STREAM: run_async_stream}[mode]
+
+    def intercept(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        rt = _current
+        if rt is None or owned_by_outer(target, instance):
+            return wrapped(*args, **kwargs)
+        chain = rt._chains.get(target)
+        if chain is None:
+            chain = rt.chain(target)
+        if not chain:
+            return wrapped(*args, **kwargs)
+        return driver(chain, Call(target, instance, args, kwargs), wrapped)  # type: ignore[operator]
+
+    return intercept
+
+
+def reenable() -> None:
+    """Rebuild the runtime with the arguments of the last ``enable()`` (after plugins were added or removed)."""
+    with _lock:
+        if _current is None or _arguments is None:
+            return
+        tracer, meter, sections = _arguments
+        disable()
+        enable(tracer_provider=tracer, meter_provider=meter, **sections)

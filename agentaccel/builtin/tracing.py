@@ -1,0 +1,189 @@
+"""Built-in plugin ``tracing``: one OpenTelemetry span per intercepted call, named and attributed per the GenAI
+semantic conventions, and the ``gen_ai.client.operation.duration`` histogram."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Generator, Mapping
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from agentaccel import __version__
+from agentaccel._call import (
+    EXECUTE_TOOL,
+    INVOKE_AGENT,
+    INVOKE_WORKFLOW,
+    MODEL_OPERATIONS,
+    Call,
+    Mode,
+    Outcome,
+    StreamOutcome,
+    Target,
+)
+from agentaccel._config import Config, ConfigSpec
+from agentaccel._otel import Export, meter_provider, tracer_provider
+from agentaccel._pipeline import Middleware, Proceed
+from agentaccel._plugins import hookimpl
+
+
+@dataclasses.dataclass
+class TracingConfig:
+    #: "auto": when the application configured no TracerProvider, set up the SDK from the OTEL_* variables if
+    #: OTEL_TRACES_EXPORTER or an OTLP endpoint is set. "otlp"/"console": set it up regardless. "none": never.
+    export: Export = "auto"
+
+
+#: Normalized request keys that become ``gen_ai.request.*`` attributes.
+REQUEST_ATTRIBUTES = {
+    "model": "gen_ai.request.model",
+    "temperature": "gen_ai.request.temperature",
+    "top_p": "gen_ai.request.top_p",
+    "top_k": "gen_ai.request.top_k",
+    "max_tokens": "gen_ai.request.max_tokens",
+    "seed": "gen_ai.request.seed",
+    "stop": "gen_ai.request.stop_sequences",
+    "frequency_penalty": "gen_ai.request.frequency_penalty",
+    "presence_penalty": "gen_ai.request.presence_penalty",
+    "n": "gen_ai.request.choice.count",
+}
+#: Where the call's name goes, by operation.
+NAME_ATTRIBUTE = {EXECUTE_TOOL: "gen_ai.tool.name", INVOKE_AGENT: "gen_ai.agent.name",
+                  INVOKE_WORKFLOW: "agentaccel.workflow.name"}
+DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
+
+
+class _Static:
+    """What a target's spans share, worked out once per target."""
+
+    __slots__ = ("attributes", "describe", "kind", "name", "per_call", "timed", "tracer")
+
+    def __init__(self, tracer: trace.Tracer, target: Target, timed: bool) -> None:
+        self.tracer = tracer
+        self.kind = SpanKind.CLIENT if target.operation in MODEL_OPERATIONS else SpanKind.INTERNAL
+        self.attributes: dict[str, Any] = {"gen_ai.operation.name": target.operation}
+        if target.mode is not Mode.SYNC:
+            self.attributes["agentaccel.mode"] = target.mode.value
+        if target.identify is None:
+            _identity(self.attributes, target.operation, target.name, target.provider)
+        self.name = f"{target.operation} {target.name}"
+        # Model calls are named after the requested model and tagged with its parameters; a name or provider
+        # that depends on the instance is known only per call.
+        self.per_call = target.identify is not None or target.operation in MODEL_OPERATIONS
+        self.timed = timed or target.mode.is_stream
+        self.describe = target.describe is not None or target.mode.is_stream
+
+
+class Tracing(Middleware):
+    name = "tracing"
+    before = ("profile", "cache", "limit", "pool")
+
+    def __init__(self, provider: trace.TracerProvider, record_duration: Callable[..., None] | None) -> None:
+        self.provider = provider
+        self.record_duration = record_duration
+        self._static: dict[Target, _Static] = {}
+
+    def accepts(self, target: Target) -> bool:
+        # One instrumentation scope per framework ("agentaccel.langchain"): the scope names the framework for
+        # free, where a per-span attribute would cost about a microsecond on every call.
+        tracer = self.provider.get_tracer(f"agentaccel.{target.framework}", __version__,
+                                          schema_url="https://opentelemetry.io/schemas/1.28.0")
+        self._static[target] = _Static(tracer, target, self.record_duration is not None)
+        return True
+
+    def _per_call(self, call: Call, static: _Static) -> tuple[str, dict[str, Any]]:
+        target = call.target
+        attributes = dict(static.attributes)
+        if target.identify is not None:
+            _identity(attributes, target.operation, call.name, call.provider)
+        subject = call.name
+        if target.operation in MODEL_OPERATIONS:
+            request = call.request
+            for key, attribute in REQUEST_ATTRIBUTES.items():
+                value = request.get(key)
+                if value is not None:
+                    attributes[attribute] = [value] if key == "stop" and isinstance(value, str) else value
+            subject = request.get("model") or subject
+        for key, value in call.scope.items():
+            attributes[f"agentaccel.scope.{key}"] = value
+        return f"{target.operation} {subject}", attributes
+
+    def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
+        static = self._static[call.target]
+        if static.per_call or call.scope:
+            name, attributes = self._per_call(call, static)
+        else:
+            name, attributes = static.name, static.attributes  # the SDK copies them
+        start = time.perf_counter_ns() if static.timed else 0
+        span = static.tracer.start_span(name, kind=static.kind, attributes=attributes)
+        outcome = yield Proceed(context=trace.set_span_in_context(span))
+        error_type = _error_type(outcome.error) if outcome.error is not None else None
+        if (error_type is not None or static.describe or call.attributes) and span.is_recording():
+            _finish(span, call, outcome, start, error_type)
+        span.end()
+        if self.record_duration is not None:
+            metric = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+                                                 "gen_ai.request.model") if k in attributes}
+            if error_type is not None:
+                metric["error.type"] = error_type
+            self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
+
+
+def _identity(attributes: dict[str, Any], operation: str, name: str, provider: str | None) -> None:
+    if provider:
+        attributes["gen_ai.provider.name"] = provider
+    name_key = NAME_ATTRIBUTE.get(operation)
+    if name_key is not None:
+        attributes[name_key] = name
+
+
+def _error_type(error: BaseException) -> str | None:
+    if isinstance(error, GeneratorExit):
+        return None  # the consumer stopped reading: not a failure of the call
+    return type(error).__qualname__
+
+
+def _finish(span: trace.Span, call: Call, outcome: Outcome, start_ns: int, error_type: str | None) -> None:
+    target = call.target
+    if isinstance(outcome, StreamOutcome):
+        span.set_attribute("agentaccel.stream.chunks", outcome.chunks)
+        span.set_attribute("agentaccel.stream.completed", outcome.completed)
+        if outcome.chunks:
+            span.set_attribute("agentaccel.stream.first_chunk_ms", (outcome.first_chunk_ns - start_ns) / 1e6)
+        if isinstance(outcome.error, GeneratorExit):
+            span.set_attribute("agentaccel.stream.abandoned", True)
+    if error_type is not None and outcome.error is not None:
+        span.set_attribute("error.type", error_type)
+        span.record_exception(outcome.error)
+        span.set_status(Status(StatusCode.ERROR, str(outcome.error) or error_type))
+    elif target.describe is not None:
+        result = outcome.last if isinstance(outcome, StreamOutcome) else outcome.value
+        if result is not None:
+            span.set_attributes(_clean(target.describe(result)))
+    if call.attributes:
+        span.set_attributes(call.attributes)
+
+
+def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in attributes.items() if v is not None}
+
+
+@hookimpl
+def agentaccel_add_config(spec: ConfigSpec) -> None:
+    spec.add_section("tracing", TracingConfig)
+
+
+@hookimpl
+def agentaccel_register_middleware(register: Callable[[Middleware], None], config: Config) -> None:
+    section: TracingConfig = config.section("tracing")
+    provider = tracer_provider(section.export, config.extra.get("tracer_provider"))
+    meters = meter_provider(config.extra.get("meter_provider"))
+    record = None
+    if meters is not None:
+        histogram = meters.get_meter("agentaccel", __version__).create_histogram(
+            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+        record = histogram.record
+    register(Tracing(provider, record))
