@@ -165,6 +165,7 @@ class Adapter:
                     log.warning("agentaccel adapter %r skipped a patch: %s", self.name, problem)
                     continue
                 wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
+                assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
                 wrapper = wrapt.FunctionWrapper(original, wrapper_fn)
                 setattr(owner, attribute, wrapper)
                 self._applied.append(_Applied(owner, attribute, original, wrapper))

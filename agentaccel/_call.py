@@ -106,8 +106,18 @@ class Target:
 class Call:
     """One intercepted call. Middleware reads it; ``annotate`` adds span attributes."""
 
-    __slots__ = ("args", "attributes", "instance", "kwargs", "name", "options", "provider", "scope", "target",
-                 "_request")
+    __slots__ = (
+        "_request",
+        "args",
+        "attributes",
+        "instance",
+        "kwargs",
+        "name",
+        "options",
+        "provider",
+        "scope",
+        "target",
+    )
 
     def __init__(self, target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.target = target

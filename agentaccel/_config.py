@@ -77,6 +77,9 @@ class Config:
         except KeyError:
             raise ConfigError(f"no config section {name!r}{_closest(name, self._sections)}") from None
 
+    def __contains__(self, name: object) -> bool:
+        return name in self._sections
+
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {name: dataclasses.asdict(value) for name, value in sorted(self._sections.items())}
 

@@ -161,7 +161,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | O
         except StopIteration:
             _isolate(mw, PluginError(f"flow of {mw.name!r} returned before deciding Proceed or Return"))
             continue
-        except BaseException as exc:  # noqa: BLE001 - sorted into deliberate and accidental right here
+        except BaseException as exc:
             if not _deliberate(exc):
                 _isolate(mw, exc)
                 continue
@@ -194,7 +194,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | O
             _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r} after its decision"))
         except StopIteration:
             pass
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if _deliberate(exc):
                 outcome = Outcome(error=exc)
             else:
@@ -241,13 +241,13 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
             tokens = _enter(call, effect.context)
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
-            except BaseException as exc:  # noqa: BLE001 - handed to the flows, re-raised by unwrap()
+            except BaseException as exc:
                 outcome = Outcome(error=exc)
             finally:
                 _exit(tokens)
             effect = plan.send(outcome)
         else:
-            return effect.unwrap()
+            return _final(effect).unwrap()
 
 
 async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., Awaitable[Any]]) -> Any:
@@ -260,13 +260,13 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
             tokens = _enter(call, effect.context)
             try:
                 outcome = Outcome(await fn(*call.args, **call.kwargs))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 outcome = Outcome(error=exc)
             finally:
                 _exit(tokens)
             effect = plan.send(outcome)
         else:
-            return effect.unwrap()
+            return _final(effect).unwrap()
 
 
 def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., Iterable[Any]]) -> Iterator[Any]:
@@ -294,14 +294,14 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                         _exit(tokens)
                     _count(outcome, chunk)
                     yield chunk
-            except BaseException as exc:  # noqa: BLE001 - GeneratorExit included: an abandoned stream
+            except BaseException as exc:
                 _fail(outcome, exc)
                 close = getattr(source, "close", None)
                 if close is not None:
                     close()
             effect = plan.send(outcome)
         else:
-            effect.unwrap()
+            _final(effect).unwrap()
             return
 
 
@@ -333,28 +333,34 @@ async def run_async_stream(
                         _exit(tokens)
                     _count(outcome, chunk)
                     yield chunk
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 _fail(outcome, exc)
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
                     await aclose()
             effect = plan.send(outcome)
         else:
-            effect.unwrap()
+            _final(effect).unwrap()
             return
+
+
+def _final(effect: Io | _Invoke | Outcome) -> Outcome:
+    """The plan's last yield: the call's outcome."""
+    assert isinstance(effect, Outcome), effect
+    return effect
 
 
 def _run_io(effect: Io) -> tuple[Any, BaseException | None]:
     try:
         return effect.run(), None
-    except BaseException as exc:  # noqa: BLE001 - thrown into the flow that asked
+    except BaseException as exc:
         return None, exc
 
 
 async def _arun_io(effect: Io) -> tuple[Any, BaseException | None]:
     try:
         return await effect.arun(), None
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return None, exc
 
 

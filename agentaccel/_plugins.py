@@ -56,7 +56,7 @@ def _import(name: str, origin: str, load: Callable[[], Any]) -> PluginInfo:
     if info is None:
         try:
             info = PluginInfo(name, origin, "enabled", plugin=load())
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+        except Exception as exc:
             info = PluginInfo(name, origin, "failed", reason=f"import failed: {type(exc).__name__}: {exc}")
             log.warning("agentaccel plugin %r (%s) failed to load and is skipped: %s", name, origin, info.reason)
         _imported[name] = info

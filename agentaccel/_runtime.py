@@ -56,7 +56,7 @@ class Runtime:
 def _accepts(mw: Middleware, target: Target) -> bool:
     try:
         return mw.accepts(target)
-    except Exception as exc:  # noqa: BLE001 - a plugin bug must not break the call
+    except Exception as exc:
         _isolate(mw, exc)
         return False
 
@@ -99,14 +99,21 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...] | None) -> bool:
     return b is not None and a[0] is b[0] and a[1] is b[1] and a[2] == b[2]
 
 
-def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
+def load_configuration(sections: Mapping[str, Any], extra: Mapping[str, Any] | None = None
+                       ) -> tuple[pluggy.PluginManager, list[PluginInfo], ConfigSpec, Config]:
+    """Find plugins and read the configuration they declare, without configuring anything (what ``agentaccel
+    run`` and ``doctor`` check before a program starts). Raises ConfigError."""
     infos = discover()
     pm = build_manager(infos)
-    by_name = {info.name: info for info in infos}
     spec = ConfigSpec()
-    _call_each(pm, by_name, "agentaccel_add_config", spec=spec)
+    _call_each(pm, {info.name: info for info in infos}, "agentaccel_add_config", spec=spec)
     ignored = frozenset(info.name for info in infos if info.status != "enabled")
-    config = load(spec, sections, ignored_sections=ignored, extra=extra)
+    return pm, infos, spec, load(spec, sections, ignored_sections=ignored, extra=extra)
+
+
+def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
+    pm, infos, spec, config = load_configuration(sections, extra)
+    by_name = {info.name: info for info in infos}
     configured: list[str] = []
     try:
         _call_each(pm, by_name, "agentaccel_configure", config=config, done=configured)
@@ -135,7 +142,7 @@ def _call_each(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo], hook: 
             impl.function(*(kwargs[name] for name in impl.argnames))
         except ConfigError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             info = infos.get(impl.plugin_name)
             if info is not None:
                 info.status, info.reason = "failed", f"{hook} raised {type(exc).__name__}: {exc}"
@@ -152,7 +159,7 @@ def _unconfigure(pm: pluggy.PluginManager, config: Config, configured: list[str]
             continue
         try:
             impl.function(*(config for _ in impl.argnames))
-        except Exception as exc:  # noqa: BLE001 - the others must still release what they hold
+        except Exception as exc:
             log.error("agentaccel plugin %r failed in agentaccel_unconfigure", impl.plugin_name, exc_info=exc)
 
 
@@ -192,7 +199,7 @@ class _Observe(Middleware):
         for impl in self.impls:
             try:
                 impl.function(*(values[name] for name in impl.argnames))
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 _isolate(_Named(f"{impl.plugin_name}.agentaccel_call_finished"), exc)
 
 
@@ -220,7 +227,7 @@ def interceptor(target: Target) -> Callable[[Callable[..., Any], Any, tuple[Any,
             chain = rt.chain(target)
         if not chain:
             return wrapped(*args, **kwargs)
-        return driver(chain, Call(target, instance, args, kwargs), wrapped)  # type: ignore[operator]
+        return driver(chain, Call(target, instance, args, kwargs), wrapped)
 
     return intercept
 

@@ -17,6 +17,6 @@ try:
     import agentaccel
 
     agentaccel.enable()
-except Exception as exc:  # noqa: BLE001 - reported in the user's words, not as a traceback from start-up
+except Exception as exc:
     sys.stderr.write(f"agentaccel run: could not enable agentaccel: {exc}\n")
     sys.exit(2)

@@ -124,7 +124,7 @@ class Tracing(Middleware):
             _finish(span, call, outcome, start, error_type)
         span.end()
         if self.record_duration is not None:
-            metric = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+            metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                                  "gen_ai.request.model") if k in attributes}
             if error_type is not None:
                 metric["error.type"] = error_type

@@ -84,7 +84,7 @@ class Script:
         for rule in self.rules:
             item: dict[str, Any] = {"match": rule.match, "status": rule.status}
             if rule.tool_calls:
-                calls = [{"name": c.name, "arguments": json.loads(c.arguments)} for c in rule.tool_calls]
+                calls = [{"name": c.name, "arguments": _json_or_text(c.arguments)} for c in rule.tool_calls]
                 item["response"] = {"tool_calls": calls}
             elif rule.content is not None:
                 item["response"] = {"content": rule.content}
@@ -160,6 +160,13 @@ def _parse_calls(where: str, raw: object) -> tuple[ToolCallSpec, ...]:
             arguments = json.dumps(arguments, ensure_ascii=False)
         calls.append(ToolCallSpec(call["name"], arguments))
     return tuple(calls)
+
+
+def _json_or_text(text: str) -> object:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _is_int(value: object) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -81,10 +82,14 @@ class MockLLMProcess:
             self._port = int(info["port"])
             self._url = str(info["url"])
         except (ValueError, KeyError, TypeError):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=1)  # a child that closed stdout is usually a moment from exiting
+            code = proc.poll()
             self.stop()
+            why = "timed out" if code is None else f"exited with code {code}"
             raise RuntimeError(
-                f"mock LLM process did not report its port within {self.startup_timeout}s "
-                f"(exit code {proc.returncode}, output {line!r})"
+                f"mock LLM process did not report its port ({why}; first line {line!r}; "
+                f"startup_timeout={self.startup_timeout}s, see its stderr)"
             ) from None
         if self._script is not None:
             # The script travels over HTTP rather than a temp file that would need cleaning up.

@@ -105,14 +105,14 @@ def parse_chat_request(body: object) -> ChatRequest:
     user_index = max((i for i, m in enumerate(messages) if m["role"] == "user"), default=-1)
     last_user = text_of(messages[user_index].get("content")) if user_index >= 0 else ""
     names = {
-        call.get("id"): call["function"].get("name", "tool")
+        str(call.get("id")): str(call["function"].get("name", "tool"))
         for m in messages
         if m["role"] == "assistant" and isinstance(m.get("tool_calls"), list)
         for call in m["tool_calls"]
         if isinstance(call, Mapping) and isinstance(call.get("function"), Mapping)
     }
     results = tuple(
-        (str(names.get(m.get("tool_call_id"), m.get("name") or "tool")), text_of(m.get("content")))
+        (names.get(str(m.get("tool_call_id")), str(m.get("name") or "tool")), text_of(m.get("content")))
         for m in messages[user_index + 1 :]
         if m["role"] in ("tool", "function")
     )

@@ -68,7 +68,7 @@ class Guard:
 
         def sendto(sock: socket.socket, data: Any, *args: Any) -> int:
             guard._check_address(sock, args[-1])
-            return original_sendto(sock, data, *args)  # type: ignore[no-any-return]
+            return original_sendto(sock, data, *args)
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             name = host.decode() if isinstance(host, bytes) else host

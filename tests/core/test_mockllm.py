@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import http.client
 import json
@@ -16,6 +17,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -618,9 +620,7 @@ def test_cli_prints_its_address_and_stops_on_sigterm() -> None:
         child.stdout.close()
 
 
-def test_cli_arguments_and_bad_script(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
-
+def test_cli_arguments_and_bad_script(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([])

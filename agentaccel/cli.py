@@ -1,0 +1,154 @@
+"""The ``agentaccel`` command: run, plugins, doctor, demo, mock-llm, and commands plugins register."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from agentaccel._errors import ConfigError
+
+BOOTSTRAP = str(Path(__file__).parent / "_bootstrap")
+
+
+def _run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("agentaccel run: give the program to run, e.g. agentaccel run -- python app.py", file=sys.stderr)
+        return 2
+    env = dict(os.environ)
+    if args.plugins is not None:
+        env["AGENTACCEL_PLUGINS"] = args.plugins
+    if args.disable is not None:
+        env["AGENTACCEL_DISABLE_PLUGINS"] = args.disable
+    if args.config is not None:
+        env["AGENTACCEL_CONFIG"] = str(Path(args.config).resolve())
+    os.environ.update(env)
+    from agentaccel._runtime import load_configuration
+
+    try:
+        load_configuration({})  # report a config mistake here, before the program starts
+    except ConfigError as exc:
+        print(f"agentaccel run: {exc}", file=sys.stderr)
+        return 2
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP, env.get("PYTHONPATH")]))
+    executable = shutil.which(command[0], path=env.get("PATH"))
+    if executable is None:
+        print(f"agentaccel run: {command[0]!r} not found on PATH", file=sys.stderr)
+        return 127
+    os.execve(executable, command, env)
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from agentaccel._report import plugins_report
+
+    report = plugins_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    from agentaccel._report import format_report
+
+    print(format_report(report))
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from agentaccel._doctor import run_checks
+
+    return run_checks(print)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from agentaccel._demo import run_demo
+
+    return run_demo(questions=args.questions, latency=args.latency)
+
+
+def _mock_llm_arguments(parser: argparse.ArgumentParser) -> None:
+    from agentaccel.mockllm.cli import add_arguments
+
+    add_arguments(parser)
+
+
+def _mock_llm(args: argparse.Namespace) -> int:
+    from agentaccel.mockllm.cli import run
+
+    return run(args)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plugins", help="comma-separated allow-list of entry-point plugins (AGENTACCEL_PLUGINS)")
+    parser.add_argument("--disable", help="comma-separated plugins to disable (AGENTACCEL_DISABLE_PLUGINS)")
+    parser.add_argument("--config", help="configuration file (AGENTACCEL_CONFIG)")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments, after --")
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--questions", type=int, default=6, help="how many questions the agent answers")
+    parser.add_argument("--latency", type=float, default=0.05, help="seconds each mock LLM call takes")
+
+
+def _add_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
+    parser.add_argument(flag, action="store_true", help=help_text)
+
+
+Runner = Callable[[argparse.Namespace], int]
+BUILTIN: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Runner]] = [
+    ("run", "run a program with agentaccel enabled: agentaccel run -- python app.py", _run_arguments, _run),
+    ("plugins", "list plugins, adapters, detected frameworks and what is instrumented",
+     lambda p: _add_flag(p, "--json", "machine-readable output"), _plugins),
+    ("doctor", "check configuration, exporter and Redis reachability", lambda p: None, _doctor),
+    ("demo", "run an example agent against the built-in mock LLM and show what agentaccel recorded",
+     _demo_arguments, _demo),
+    ("mock-llm", "serve the OpenAI-compatible test LLM on 127.0.0.1", _mock_llm_arguments, _mock_llm),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from agentaccel import __version__
+
+    parser = argparse.ArgumentParser(prog="agentaccel", description="Accelerate and observe agent frameworks.")
+    parser.add_argument("--version", action="version", version=f"agentaccel {__version__}")
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+    for name, help_text, add_arguments, run in BUILTIN + _plugin_commands():
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        add_arguments(sub)
+        sub.set_defaults(handler=run)
+    return parser
+
+
+def _plugin_commands() -> list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Runner]]:
+    from agentaccel._plugins import build_manager, discover
+    from agentaccel._runtime import _call_each
+
+    infos = discover()
+    found: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Runner]] = []
+    _call_each(build_manager(infos), {i.name: i for i in infos}, "agentaccel_register_commands",
+               register=lambda *command: found.append(command))
+    taken = {name for name, *_ in BUILTIN}
+    return [command for command in found if command[0] not in taken]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `agentaccel run python app.py --flag`: everything after the program name belongs to the program.
+    if argv[:1] == ["run"] and "--" not in argv:
+        argv = ["run", "--", *argv[1:]] if argv[1:2] and not argv[1].startswith("-") else argv
+    args = build_parser().parse_args(argv)
+    handler: Any = args.handler
+    try:
+        return int(handler(args))
+    except ConfigError as exc:
+        print(f"agentaccel: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
