@@ -1,0 +1,25 @@
+"""The framework's base classes: what an adapter patches."""
+
+from __future__ import annotations
+
+
+class Base:
+    """A base class whose methods an adapter patches: a plain method, a classmethod and a staticmethod."""
+
+    def run(self, x: int) -> str:
+        return f"run:{x}"
+
+    @classmethod
+    def create(cls, x: int) -> str:
+        return f"create:{cls.__name__}:{x}"
+
+    @staticmethod
+    def helper(x: int) -> str:
+        return f"helper:{x}"
+
+
+class Special(Base):
+    """A subclass overriding ``run`` and calling ``super().run``."""
+
+    def run(self, x: int) -> str:
+        return "special:" + super().run(x)
