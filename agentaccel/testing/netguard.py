@@ -33,6 +33,15 @@ def is_loopback(host: object) -> bool:
         return False
 
 
+def _numeric(host: str) -> bool:
+    """A literal address needs no lookup (the connect that follows is what the guard checks)."""
+    try:
+        ipaddress.ip_address(host.strip("[]").split("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
 class Guard:
     """Patches socket connects and name lookups while active; ``attempts`` lists what it refused."""
 
@@ -72,7 +81,7 @@ class Guard:
 
         def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
             name = host.decode() if isinstance(host, bytes) else host
-            if name is not None and not is_loopback(name):
+            if name is not None and not is_loopback(name) and not _numeric(name):
                 raise socket.gaierror(socket.EAI_NONAME, str(self._refuse(f"name lookup of {name!r}")))
             return original_getaddrinfo(host, *args, **kwargs)
 

@@ -1,0 +1,718 @@
+"""The call pipeline: the same middleware behaves identically for a sync function, a coroutine, a generator and an
+async generator; middleware ordering; streams that fail or are abandoned; scope and per-call options."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.trace import NoOpTracerProvider, StatusCode
+
+import agentaccel
+from agentaccel import PROCEED, AgentAccelError, ConfigError, Io, Middleware, Mode, Outcome, PluginError, Proceed, Return
+from agentaccel._call import StreamOutcome
+from agentaccel._pipeline import order
+from agentaccel.builtin.tracing import Tracing
+
+Register = Callable[[Any, str], None]
+MODES = list(Mode)
+IDS = [mode.value for mode in MODES]
+
+
+# --- helpers: an inline plugin, middleware that record, and one accelerated function per mode ---------------------
+
+
+class MiddlewarePlugin:
+    """An inline plugin contributing the given middleware, in this order."""
+
+    def __init__(self, *middleware: Middleware) -> None:
+        self.middleware = middleware
+
+    @agentaccel.hookimpl
+    def agentaccel_register_middleware(self, register: Callable[[Middleware], None]) -> None:
+        for mw in self.middleware:
+            register(mw)
+
+
+class Recorder(Middleware):
+    """Proceeds and records the calls it saw and the outcome each was sent; ``log`` gets the global order."""
+
+    def __init__(self, name: str, *, log: list[tuple[str, str]] | None = None, collect: bool = False,
+                 before: Iterable[str] = (), after: Iterable[str] = ()) -> None:
+        self.name = name
+        self.before = tuple(before)
+        self.after = tuple(after)
+        self.log = [] if log is None else log
+        self.collect = collect
+        self.calls: list[agentaccel.Call] = []
+        self.outcomes: list[Outcome] = []
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        self.calls.append(call)
+        self.log.append((self.name, "enter"))
+        outcome = yield Proceed(collect=self.collect)
+        self.log.append((self.name, "exit"))
+        self.outcomes.append(outcome)
+
+
+class Effects(Middleware):
+    """Yields Io effects before deciding (one fails and is caught) and after the outcome."""
+
+    name = "effects"
+
+    def __init__(self) -> None:
+        self.ran: list[str] = []  # which form of each effect ran: "run" or "arun"
+        self.received: list[Any] = []
+
+    def _io(self, label: str, *, fail: bool = False) -> Io:
+        def run() -> str:
+            self.ran.append("run")
+            if fail:
+                raise ConnectionError(label)
+            return f"{label}:sync"
+
+        async def arun() -> str:
+            await asyncio.sleep(0)  # a real suspension: only an awaited arun gets past it
+            self.ran.append("arun")
+            if fail:
+                raise ConnectionError(label)
+            return f"{label}:async"
+
+        return Io(run, arun)
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        self.received.append((yield self._io("lock")))
+        try:
+            yield self._io("redis", fail=True)
+        except ConnectionError as exc:
+            self.received.append(f"caught {exc}")
+        yield PROCEED
+        self.received.append((yield self._io("store")))
+
+
+class Buggy(Middleware):
+    """A middleware with a bug at ``where``."""
+
+    def __init__(self, name: str, where: str) -> None:
+        self.name = name
+        self.where = where
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        if self.where == "decide":
+            raise RuntimeError("bug before deciding")
+        if self.where == "no-decision":
+            return
+        if self.where == "junk":
+            yield "neither Io, Proceed nor Return"
+        yield PROCEED
+        if self.where == "unwind":
+            raise RuntimeError("bug after the outcome")
+        if self.where == "junk-after":
+            yield "junk after the decision"
+
+
+class Refused(AgentAccelError):
+    """What a middleware raises to refuse a call on purpose (like a limiter's queue timeout)."""
+
+
+class Refuse(Middleware):
+    name = "limit"
+
+    def __init__(self, where: str, error: BaseException | None = None) -> None:
+        self.where = where
+        self.error = error if error is not None else Refused("over the limit")
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        if self.where == "decide":
+            raise self.error
+        yield PROCEED
+        raise self.error
+
+
+class ShortCircuit(Middleware):
+    """Answers without calling inward, like a cache hit."""
+
+    name = "cache"
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+        self.outcomes: list[Outcome] = []
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        outcome = yield Return(self.value)
+        self.outcomes.append(outcome)
+
+
+def accelerated(mode: Mode, body: Callable[[], Iterable[Any]], **options: Any) -> Callable[[], Any]:
+    """An accelerated function of ``mode`` producing ``body()``'s items: returned as a list by the sync function
+    and the coroutine, yielded one by one by the generators."""
+    fn: Callable[[], Any]
+    if mode is Mode.SYNC:
+        def fn() -> list[Any]:
+            return list(body())
+    elif mode is Mode.ASYNC:
+        async def fn() -> list[Any]:  # type: ignore[misc]
+            return list(body())
+    elif mode is Mode.SYNC_STREAM:
+        def fn() -> Iterator[Any]:  # type: ignore[misc]
+            yield from body()
+    else:
+        async def fn() -> Any:  # type: ignore[misc]
+            for item in body():
+                yield item
+    return agentaccel.accelerate(fn, name="fn", **options)
+
+
+def consume(mode: Mode, fn: Callable[[], Any], received: list[Any] | None = None) -> list[Any]:
+    """Call ``fn`` the way its mode wants; stream chunks are appended to ``received`` as they arrive."""
+    got: list[Any] = [] if received is None else received
+    if mode is Mode.SYNC:
+        got.extend(fn())
+    elif mode is Mode.ASYNC:
+        got.extend(asyncio.run(fn()))
+    elif mode is Mode.SYNC_STREAM:
+        for chunk in fn():
+            got.append(chunk)
+    else:
+        async def read() -> None:
+            async for chunk in fn():
+                got.append(chunk)
+
+        asyncio.run(read())
+    return got
+
+
+def failures_since(before: dict[str, int]) -> dict[str, int]:
+    now = agentaccel.plugin_failures()
+    return {name: count - before.get(name, 0) for name, count in now.items() if count != before.get(name, 0)}
+
+
+# --- parity across the four modes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_the_same_middleware_behaves_the_same_in_every_mode(mode: Mode, register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    outer = Recorder("outer", log=log, collect=True)
+    effects = Effects()
+    inner = Recorder("inner", log=log)
+    register(MiddlewarePlugin(outer, effects, Buggy("buggy-decide", "decide"), Buggy("buggy-unwind", "unwind"),
+                              inner), "parity")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+    called = []
+
+    def body() -> Iterator[str]:
+        called.append(True)
+        yield from ["a", "b"]
+
+    fn = accelerated(mode, body)
+
+    assert consume(mode, fn) == ["a", "b"]
+    assert consume(mode, fn) == ["a", "b"]
+
+    assert called == [True, True]
+    assert log == [("outer", "enter"), ("inner", "enter"), ("inner", "exit"), ("outer", "exit")] * 2
+    for outcome in outer.outcomes + inner.outcomes:
+        assert outcome.value == ["a", "b"]  # a stream's chunks, collected because "outer" asked
+        assert outcome.error is None
+        assert outcome.completed
+    assert [call.name for call in outer.calls] == ["fn", "fn"]
+    assert all(call.mode is mode for call in outer.calls)
+    # Io: the sync drivers called run(), the async ones awaited arun(); results and errors went back to the flow.
+    form, suffix = ("arun", "async") if mode.is_async else ("run", "sync")
+    assert effects.ran == [form] * 6
+    assert effects.received == [f"lock:{suffix}", "caught redis", f"store:{suffix}"] * 2
+    # the buggy middleware were skipped and counted, every time; the calls went on without them
+    assert failures_since(before) == {"buggy-decide": 2, "buggy-unwind": 2}
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+@pytest.mark.parametrize("where", ["decide", "no-decision", "junk", "unwind", "junk-after"])
+def test_a_buggy_middleware_is_isolated_and_counted(mode: Mode, where: str, register: Register) -> None:
+    outer = Recorder("outer", collect=True)
+    inner = Recorder("inner")
+    register(MiddlewarePlugin(outer, Buggy("buggy", where), inner), "buggy")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    assert consume(mode, accelerated(mode, lambda: ["a", "b"])) == ["a", "b"]
+
+    assert failures_since(before) == {"buggy": 1}
+    assert len(inner.outcomes) == 1
+    assert [o.value for o in outer.outcomes] == [["a", "b"]]
+    assert outer.outcomes[0].error is None
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_return_answers_without_calling_inward(mode: Mode, register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    outer = Recorder("outer", log=log, collect=True)
+    cache = ShortCircuit(["x", "y"])
+    inner = Recorder("inner", log=log)
+    register(MiddlewarePlugin(outer, cache, inner), "short-circuit")
+    agentaccel.enable()
+    called = []
+
+    def body() -> Iterator[str]:
+        called.append(True)
+        yield "never"
+
+    fn = accelerated(mode, body)
+
+    assert consume(mode, fn) == ["x", "y"]
+
+    assert called == []
+    assert log == [("outer", "enter"), ("outer", "exit")]  # inner never entered
+    for outcome in outer.outcomes + cache.outcomes:
+        assert outcome.value == ["x", "y"]
+        assert outcome.error is None
+    if mode.is_stream:
+        # the chunks of a Return reach the caller as a stream, like the original's would
+        result = fn()
+        if mode is Mode.SYNC_STREAM:
+            assert inspect.isgenerator(result)
+            assert next(result) == "x"
+            assert list(result) == ["y"]
+        else:
+            assert inspect.isasyncgen(result)
+
+            async def read() -> list[Any]:
+                return [chunk async for chunk in result]
+
+            assert asyncio.run(read()) == ["x", "y"]
+        assert isinstance(outer.outcomes[-1], StreamOutcome)
+        assert outer.outcomes[-1].chunks == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_a_deliberate_error_before_deciding_reaches_the_caller(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    refuse = Refuse("decide")
+    inner = Recorder("inner")
+    register(MiddlewarePlugin(outer, refuse, inner), "refuse")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+    called = []
+
+    def body() -> Iterator[int]:
+        called.append(True)
+        yield 1
+
+    with pytest.raises(Refused) as caught:
+        consume(mode, accelerated(mode, body))
+
+    assert caught.value is refuse.error
+    assert called == []
+    assert inner.calls == []
+    assert [o.error for o in outer.outcomes] == [refuse.error]
+    assert failures_since(before) == {}
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_a_deliberate_error_after_the_outcome_reaches_the_caller(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    refuse = Refuse("unwind")
+    inner = Recorder("inner")
+    register(MiddlewarePlugin(outer, refuse, inner), "refuse")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    with pytest.raises(Refused) as caught:
+        consume(mode, accelerated(mode, lambda: [1, 2]))
+
+    assert caught.value is refuse.error
+    assert [o.error for o in inner.outcomes] == [None]  # the call itself succeeded
+    assert [o.error for o in outer.outcomes] == [refuse.error]
+    assert failures_since(before) == {}
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_the_functions_exception_reaches_the_caller_unchanged(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    inner = Recorder("inner")
+    register(MiddlewarePlugin(outer, inner), "recorders")
+    agentaccel.enable()
+    error = ValueError("the tool failed")
+
+    def body() -> Iterator[str]:
+        yield "a"
+        raise error
+
+    received: list[Any] = []
+    with pytest.raises(ValueError) as caught:
+        consume(mode, accelerated(mode, body), received)
+
+    assert caught.value is error
+    assert received == (["a"] if mode.is_stream else [])
+    assert [o.error for o in outer.outcomes] == [error]
+    assert [o.error for o in inner.outcomes] == [error]
+    assert not outer.outcomes[0].completed
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_keyboard_interrupt_from_the_function_propagates(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    agentaccel.enable()
+
+    def body() -> Iterator[str]:
+        raise KeyboardInterrupt
+        yield "never"
+
+    with pytest.raises(KeyboardInterrupt):
+        consume(mode, accelerated(mode, body))
+
+    assert len(outer.outcomes) == 1
+    assert isinstance(outer.outcomes[0].error, KeyboardInterrupt)
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_keyboard_interrupt_from_a_middleware_propagates_and_is_not_a_plugin_failure(
+    mode: Mode, register: Register
+) -> None:
+    interrupt = KeyboardInterrupt()
+    register(MiddlewarePlugin(Refuse("decide", interrupt)), "interrupting")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    with pytest.raises(KeyboardInterrupt) as caught:
+        consume(mode, accelerated(mode, lambda: [1]))
+
+    assert caught.value is interrupt
+    assert failures_since(before) == {}
+
+
+@pytest.mark.parametrize("mode", [Mode.ASYNC, Mode.ASYNC_STREAM], ids=["async", "async_stream"])
+def test_cancelling_the_task_propagates_cancelled_error(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    agentaccel.enable()
+    finally_ran: list[bool] = []
+
+    async def main() -> None:
+        started = asyncio.Event()
+        task: asyncio.Task[Any]
+        if mode is Mode.ASYNC:
+            @agentaccel.accelerate
+            async def slow() -> None:
+                started.set()
+                try:
+                    await asyncio.Event().wait()  # until cancelled
+                finally:
+                    finally_ran.append(True)
+
+            task = asyncio.create_task(slow())
+        else:
+            @agentaccel.accelerate
+            async def chunks() -> Any:
+                yield 1
+                started.set()
+                try:
+                    await asyncio.Event().wait()
+                    yield 2
+                finally:
+                    finally_ran.append(True)
+
+            async def read() -> list[Any]:
+                return [chunk async for chunk in chunks()]
+
+            task = asyncio.create_task(read())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert task.cancelled()
+
+    asyncio.run(main())
+
+    assert finally_ran == [True]
+    assert len(outer.outcomes) == 1
+    assert isinstance(outer.outcomes[0].error, asyncio.CancelledError)
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+@pytest.mark.parametrize("collect", [False, True])
+def test_collect_puts_a_streams_chunks_in_the_outcome(mode: Mode, collect: bool, register: Register) -> None:
+    recorder = Recorder("recorder", collect=collect)
+    register(MiddlewarePlugin(recorder), "recorder")
+    agentaccel.enable()
+
+    assert consume(mode, accelerated(mode, lambda: ["a", "b", "c"])) == ["a", "b", "c"]
+
+    outcome = recorder.outcomes[-1]
+    assert isinstance(outcome, StreamOutcome)
+    # the chunks are kept only when a middleware asked for them
+    assert outcome.value == (["a", "b", "c"] if collect else None)
+    assert (outcome.chunks, outcome.last, outcome.completed) == (3, "c", True)
+
+
+# --- streams that end early ------------------------------------------------------------------------------------
+
+
+def _numbers(finally_ran: list[bool]) -> Callable[[], Iterator[int]]:
+    @agentaccel.accelerate(name="numbers")
+    def numbers() -> Iterator[int]:
+        try:
+            yield from range(10)
+        finally:
+            finally_ran.append(True)
+
+    return numbers
+
+
+def _assert_abandoned(spans: Any, outer: Recorder, finally_ran: list[bool]) -> None:
+    span = spans.span("execute_tool numbers")
+    assert span.attributes["agentaccel.stream.abandoned"] is True
+    assert span.attributes["agentaccel.stream.completed"] is False
+    assert span.attributes["agentaccel.stream.chunks"] == 2
+    assert span.status.status_code is StatusCode.UNSET  # the consumer stopped: not a failure of the call
+    assert "error.type" not in span.attributes
+    assert len(outer.outcomes) == 1
+    assert isinstance(outer.outcomes[0].error, GeneratorExit)
+    assert not outer.outcomes[0].completed
+    assert finally_ran == [True]
+
+
+def test_a_sync_stream_closed_half_way_ends_its_span(agentaccel_spans: Any, register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    finally_ran: list[bool] = []
+    stream = _numbers(finally_ran)()
+
+    assert [next(stream), next(stream)] == [0, 1]
+    stream.close()  # type: ignore[attr-defined]
+
+    _assert_abandoned(agentaccel_spans, outer, finally_ran)
+
+
+def test_a_sync_stream_dropped_half_way_ends_its_span_when_collected(
+    agentaccel_spans: Any, register: Register
+) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    finally_ran: list[bool] = []
+    stream = _numbers(finally_ran)()
+
+    assert [next(stream), next(stream)] == [0, 1]
+    del stream
+    gc.collect()
+
+    _assert_abandoned(agentaccel_spans, outer, finally_ran)
+
+
+def test_an_async_stream_closed_half_way_ends_its_span(agentaccel_spans: Any, register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    finally_ran: list[bool] = []
+
+    @agentaccel.accelerate(name="numbers")
+    async def numbers() -> Any:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            finally_ran.append(True)
+
+    async def main() -> list[int]:
+        stream = numbers()
+        got = [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()
+        return got
+
+    assert asyncio.run(main()) == [0, 1]
+
+    _assert_abandoned(agentaccel_spans, outer, finally_ran)
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+def test_an_exception_mid_stream_ends_the_span_with_an_error(
+    mode: Mode, agentaccel_spans: Any, register: Register
+) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    error = ValueError("connection reset mid-stream")
+
+    def body() -> Iterator[str]:
+        yield "a"
+        raise error
+
+    received: list[Any] = []
+    with pytest.raises(ValueError) as caught:
+        consume(mode, accelerated(mode, body), received)
+
+    assert caught.value is error
+    assert received == ["a"]
+    span = agentaccel_spans.span("execute_tool fn")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "ValueError"
+    assert span.attributes["agentaccel.stream.chunks"] == 1
+    assert span.attributes["agentaccel.stream.completed"] is False
+    assert "agentaccel.stream.abandoned" not in span.attributes
+    assert outer.outcomes[0].error is error
+
+
+# --- ordering ----------------------------------------------------------------------------------------------------
+
+
+def test_middleware_are_ordered_by_before_and_after(register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    a = Recorder("a", log=log, after=("c",))  # c runs outside a
+    b = Recorder("b", log=log)
+    c = Recorder("c", log=log, before=("b", "not-installed"))  # c runs outside b; unknown names are ignored
+    register(MiddlewarePlugin(a, b, c), "ordered")
+    rt = agentaccel.enable()
+
+    assert [mw.name for mw in rt.middleware] == ["tracing", "c", "a", "b"]
+    consume(Mode.SYNC, accelerated(Mode.SYNC, lambda: [1]))
+    assert log == [("c", "enter"), ("a", "enter"), ("b", "enter"), ("b", "exit"), ("a", "exit"), ("c", "exit")]
+
+
+def test_registration_order_is_kept_where_before_and_after_leave_a_choice(register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    register(MiddlewarePlugin(Recorder("m2", log=log), Recorder("m1", log=log)), "first")
+    register(MiddlewarePlugin(Recorder("m3", log=log)), "second")
+    rt = agentaccel.enable()
+
+    assert [mw.name for mw in rt.middleware] == ["tracing", "m2", "m1", "m3"]
+    consume(Mode.ASYNC, accelerated(Mode.ASYNC, lambda: [1]))
+    assert [name for name, step in log if step == "enter"] == ["m2", "m1", "m3"]
+
+
+def test_a_middleware_placing_itself_outside_tracing_leaves_the_others_where_they_were(
+    register: Register
+) -> None:
+    # "audit" says nothing about tracing, and tracing was registered first: it stays inside tracing. Only
+    # "outermost", which asked for it, moves outside.
+    register(MiddlewarePlugin(Recorder("audit"), Recorder("outermost", before=("tracing",))), "outside")
+    rt = agentaccel.enable()
+
+    assert [mw.name for mw in rt.middleware] == ["outermost", "tracing", "audit"]
+
+
+def test_an_order_cycle_is_a_plugin_error_naming_its_members(register: Register) -> None:
+    register(MiddlewarePlugin(Recorder("alpha", before=("beta",)), Recorder("beta", before=("alpha",)),
+                              Recorder("gamma")), "cyclic")
+
+    with pytest.raises(PluginError) as caught:
+        agentaccel.enable()
+
+    message = str(caught.value)
+    assert "cycle" in message
+    assert "alpha" in message
+    assert "beta" in message
+    assert agentaccel.runtime() is None
+
+
+def test_tracing_is_outermost_of_the_standard_names(register: Register) -> None:
+    # tracing declares it runs outside profile, cache, limit and pool: one of them claiming the outside is a cycle
+    register(MiddlewarePlugin(Recorder("cache", before=("tracing",))), "greedy-cache")
+    with pytest.raises(PluginError, match="cycle") as caught:
+        agentaccel.enable()
+    assert "cache" in str(caught.value)
+    assert "tracing" in str(caught.value)
+
+    # and wherever tracing is registered, it is placed outside them; the others keep their registration order
+    standard = [Recorder("pool"), Recorder("limit"), Recorder("cache"), Recorder("profile")]
+    tracing = Tracing(NoOpTracerProvider(), None)
+    mine = Recorder("mine")
+    assert [mw.name for mw in order([*standard, tracing, mine])] == [
+        "tracing", "pool", "limit", "cache", "profile", "mine"]
+
+
+def test_two_middleware_with_one_name_are_a_plugin_error(register: Register) -> None:
+    register(MiddlewarePlugin(Recorder("twin"), Recorder("twin")), "twins")
+    with pytest.raises(PluginError, match="'twin'"):
+        agentaccel.enable()
+
+
+def test_a_middleware_without_a_name_is_a_plugin_error(register: Register) -> None:
+    register(MiddlewarePlugin(Recorder("")), "nameless")
+    with pytest.raises(PluginError, match="no name"):
+        agentaccel.enable()
+
+
+# --- scope and options ---------------------------------------------------------------------------------------------
+
+
+def test_scope_flows_into_asyncio_tasks_and_accelerated_calls(register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    agentaccel.enable()
+
+    @agentaccel.accelerate
+    async def tool(i: int) -> dict[str, str]:
+        return dict(agentaccel.current_scope())
+
+    async def main() -> list[Any]:
+        with agentaccel.scope(tenant="acme"):
+            return await asyncio.gather(tool(1), asyncio.create_task(tool(2)))
+
+    assert asyncio.run(main()) == [{"tenant": "acme"}, {"tenant": "acme"}]
+    assert [dict(call.scope) for call in outer.calls] == [{"tenant": "acme"}] * 2
+    assert dict(agentaccel.current_scope()) == {}
+
+
+def test_nested_scopes_merge_and_the_inner_wins() -> None:
+    with agentaccel.scope(tenant="acme", user="u1") as outer:
+        assert dict(outer) == {"tenant": "acme", "user": "u1"}
+        with agentaccel.scope(user="u2", region="eu") as inner:
+            assert dict(inner) == {"tenant": "acme", "user": "u2", "region": "eu"}
+            assert agentaccel.current_scope() == inner
+        assert dict(agentaccel.current_scope()) == {"tenant": "acme", "user": "u1"}
+    assert dict(agentaccel.current_scope()) == {}
+
+
+def test_a_scope_value_that_is_not_a_string_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"scope\(tenant=\.\.\.\) takes a str, got int"), \
+            agentaccel.scope(tenant=42):  # type: ignore[arg-type]
+        pass
+    assert dict(agentaccel.current_scope()) == {}
+
+
+class OptionsPlugin:
+    """Declares per-call options, as a cache plugin would."""
+
+    @agentaccel.hookimpl
+    def agentaccel_add_config(self, spec: agentaccel.ConfigSpec) -> None:
+        spec.add_option("cache_ttl", int, "seconds to keep results of these calls")
+        spec.add_option("cache", bool, "False bypasses the cache for these calls")
+
+
+def test_options_reach_middleware_and_nested_options_merge(register: Register) -> None:
+    outer = Recorder("outer")
+    register(OptionsPlugin(), "options")
+    register(MiddlewarePlugin(outer), "recorder")
+    agentaccel.enable()
+    fn = accelerated(Mode.SYNC, lambda: [1])
+
+    with agentaccel.options(cache_ttl=5), agentaccel.options(cache=False):
+        assert dict(agentaccel.current_options()) == {"cache_ttl": 5, "cache": False}
+        fn()
+    fn()
+
+    assert [dict(call.options) for call in outer.calls] == [{"cache_ttl": 5, "cache": False}, {}]
+
+
+def test_an_unknown_option_while_enabled_names_the_closest_option(register: Register) -> None:
+    register(OptionsPlugin(), "options")
+    agentaccel.enable()
+
+    with pytest.raises(ConfigError) as caught, agentaccel.options(cache_tll=5):
+        pass
+    assert "'cache_tll'" in str(caught.value)
+    assert "did you mean 'cache_ttl'?" in str(caught.value)
+    assert dict(agentaccel.current_options()) == {}
+
+    with pytest.raises(ConfigError, match=r"options\(cache_ttl=\.\.\.\): expected an integer"), \
+            agentaccel.options(cache_ttl="soon"):
+        pass
+
+
+def test_options_are_not_checked_while_disabled() -> None:
+    with agentaccel.options(anything_at_all=1) as merged:
+        assert dict(merged) == {"anything_at_all": 1}
