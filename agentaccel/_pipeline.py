@@ -107,15 +107,9 @@ def order(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
     return tuple(result)
 
 
-class _Invoke:
-    """What :func:`_plan` asks the driver to do at the centre: call the original, or replay ``chunks``."""
-
-    __slots__ = ("chunks", "collect", "context")
-
-    def __init__(self, collect: bool, context: Context | None, chunks: Iterable[Any] | None) -> None:
-        self.collect = collect
-        self.context = context
-        self.chunks = chunks
+#: What :func:`_plan` asks the driver to do at the centre — call the original, or replay ``chunks`` — as a plain
+#: tuple ``(collect, context, chunks)``: it is built on every call, and a tuple costs a third of an object.
+_Invoke = tuple[bool, "Context | None", "Iterable[Any] | None"]
 
 
 _failures: dict[str, int] = {}
@@ -183,7 +177,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | O
         if effect.context is not None:
             context = effect.context
     if outcome is None:
-        outcome = yield _Invoke(collect, context, replay)
+        outcome = yield (collect, context, replay)
     for mw, flow in reversed(entered):
         try:
             effect = flow.send(outcome)
@@ -228,6 +222,12 @@ def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
     _ACTIVE.reset(tokens[0])
 
 
+def _final(effect: Io | _Invoke | Outcome) -> Outcome:
+    """The plan's last yield: the call's outcome."""
+    assert isinstance(effect, Outcome), effect
+    return effect
+
+
 # --- the four drivers: run Io effects, call the original (or replay), hand the plan its Outcome -------------------
 
 
@@ -237,8 +237,8 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
     while True:
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
-        elif type(effect) is _Invoke:
-            tokens = _enter(call, effect.context)
+        elif type(effect) is tuple:
+            tokens = _enter(call, effect[1])
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -256,8 +256,8 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
     while True:
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
-        elif type(effect) is _Invoke:
-            tokens = _enter(call, effect.context)
+        elif type(effect) is tuple:
+            tokens = _enter(call, effect[1])
             try:
                 outcome = Outcome(await fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -275,17 +275,18 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
     while True:
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
-        elif type(effect) is _Invoke:
-            outcome = StreamOutcome([] if effect.collect else None)
+        elif type(effect) is tuple:
+            collect, context, chunks = effect
+            outcome = StreamOutcome([] if collect else None)
             source: Iterator[Any] | None = None
             try:
-                tokens = _enter(call, effect.context)
+                tokens = _enter(call, context)
                 try:
-                    source = iter(fn(*call.args, **call.kwargs) if effect.chunks is None else effect.chunks)
+                    source = iter(fn(*call.args, **call.kwargs) if chunks is None else chunks)
                 finally:
                     _exit(tokens)
                 while True:
-                    tokens = _enter(call, effect.context)
+                    tokens = _enter(call, context)
                     try:
                         chunk = next(source)
                     except StopIteration:
@@ -313,18 +314,18 @@ async def run_async_stream(
     while True:
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
-        elif type(effect) is _Invoke:
-            outcome = StreamOutcome([] if effect.collect else None)
+        elif type(effect) is tuple:
+            collect, context, chunks = effect
+            outcome = StreamOutcome([] if collect else None)
             source: AsyncIterator[Any] | None = None
             try:
-                tokens = _enter(call, effect.context)
+                tokens = _enter(call, context)
                 try:
-                    source = (fn(*call.args, **call.kwargs) if effect.chunks is None
-                              else _replay(effect.chunks)).__aiter__()
+                    source = (fn(*call.args, **call.kwargs) if chunks is None else _replay(chunks)).__aiter__()
                 finally:
                     _exit(tokens)
                 while True:
-                    tokens = _enter(call, effect.context)
+                    tokens = _enter(call, context)
                     try:
                         chunk = await source.__anext__()
                     except StopAsyncIteration:
@@ -342,12 +343,6 @@ async def run_async_stream(
         else:
             _final(effect).unwrap()
             return
-
-
-def _final(effect: Io | _Invoke | Outcome) -> Outcome:
-    """The plan's last yield: the call's outcome."""
-    assert isinstance(effect, Outcome), effect
-    return effect
 
 
 def _run_io(effect: Io) -> tuple[Any, BaseException | None]:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
 from agentaccel._call import (
@@ -117,15 +117,16 @@ class Tracing(Middleware):
         else:
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
-        span = static.tracer.start_span(name, kind=static.kind, attributes=attributes)
-        outcome = yield Proceed(context=trace.set_span_in_context(span))
-        error_type = _error_type(outcome.error) if outcome.error is not None else None
+        span = static.tracer.start_span(name, None, static.kind, attributes)
+        outcome = yield Proceed(context=set_span_in_context(span))
+        error = outcome.error
+        error_type = None if error is None else _error_type(error)
         if (error_type is not None or static.describe or call.attributes) and span.is_recording():
             _finish(span, call, outcome, start, error_type)
         span.end()
         if self.record_duration is not None:
             metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
-                                                 "gen_ai.request.model") if k in attributes}
+                                                                 "gen_ai.request.model") if k in attributes}
             if error_type is not None:
                 metric["error.type"] = error_type
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)

@@ -19,7 +19,8 @@ def _agentaccel_disabled_after() -> Iterator[None]:
 
 @pytest.fixture
 def register() -> Iterator[Callable[[Any, str], None]]:
-    """``register(plugin, name)``: ``agentaccel.register_plugin`` undone when the test ends."""
+    """``register(plugin, name)``: ``agentaccel.register_plugin``, undone (after ``disable()``) when the test
+    ends."""
     names: list[str] = []
 
     def add(plugin: Any, name: str) -> None:
@@ -29,5 +30,6 @@ def register() -> Iterator[Callable[[Any, str], None]]:
     try:
         yield add
     finally:
+        agentaccel.disable()
         for name in reversed(names):
             agentaccel.unregister_plugin(name)
