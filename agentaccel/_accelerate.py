@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
-import wrapt
-
 from agentaccel._call import EXECUTE_TOOL, JSON_CODEC, Call, Codec, Mode, Target
 from agentaccel._runtime import interceptor
+from agentaccel._wrapping import wrap_callable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -81,17 +79,10 @@ def wrap(
         describe=describe,
         hints={"pure": pure},
     )
-    intercept = interceptor(target)
-    if _is_method(fn):
-        return wrapt.FunctionWrapper(fn, intercept)  # type: ignore[return-value]
-
-    # A module-level function never binds to an instance, so a closure does what wrapt's descriptor machinery
-    # would, in a quarter of the time (~0.15 us instead of ~0.6 us a call).
-    @functools.wraps(fn)
-    def accelerated(*args: Any, **kwargs: Any) -> Any:
-        return intercept(fn, None, args, kwargs)
-
-    return accelerated  # type: ignore[return-value]
+    # Decorating a function in a class body, we cannot know how it will be bound (a staticmethod() may come on
+    # top): wrapt finds out at call time. A module-level sync function can take the cheap closure.
+    closure = target.mode is Mode.SYNC and not _is_method(fn)
+    return wrap_callable(fn, interceptor(target), method=False, closure=closure)  # type: ignore[no-any-return]
 
 
 def _is_method(fn: Callable[..., Any]) -> bool:

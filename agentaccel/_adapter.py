@@ -7,23 +7,19 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
-import sys
 import threading
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-import wrapt
-
-from agentaccel._call import Target
+from agentaccel._call import Mode, Target
+from agentaccel._imports import forget, when_imported
+from agentaccel._wrapping import WrapperFn, wrap_callable
 
 if TYPE_CHECKING:
     from packaging.requirements import Requirement
 
 log = logging.getLogger("agentaccel")
-
-WrapperFn = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
-
 
 @dataclasses.dataclass(frozen=True)
 class Patch:
@@ -129,7 +125,7 @@ class Adapter:
                 return
             self._active = True
             for module in dict.fromkeys(p.module for p in self.patches()):
-                _watch(module, self)
+                when_imported(module, self._module_imported)
 
     def uninstrument(self) -> None:
         """Put back exactly the objects that were replaced. Idempotent."""
@@ -144,7 +140,7 @@ class Adapter:
                                 "agentaccel; it stays, and agentaccel's wrapper inside it passes calls through",
                                 self.name, _owner_name(applied.owner), applied.attribute)
             self._applied.clear()
-            _unwatch(self)
+            forget(self._module_imported)
 
     def _module_imported(self, module: types.ModuleType) -> None:
         from agentaccel._runtime import interceptor  # late: _runtime imports this module
@@ -166,7 +162,9 @@ class Adapter:
                     continue
                 wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
                 assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
-                wrapper = wrapt.FunctionWrapper(original, wrapper_fn)
+                sync = patch.target is None or patch.target.mode is Mode.SYNC
+                wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType),
+                                        closure=sync)
                 setattr(owner, attribute, wrapper)
                 self._applied.append(_Applied(owner, attribute, original, wrapper))
 
@@ -184,33 +182,3 @@ def _owner_name(owner: Any) -> str:
     return f"{owner.__module__}.{owner.__qualname__}"
 
 
-# wrapt cannot unregister a post-import hook, so each module gets one hook for the life of the process, which
-# hands the module to whichever adapters are watching it at that moment.
-_watchers: dict[str, list[Adapter]] = {}
-_hooked: set[str] = set()
-_watch_lock = threading.Lock()
-
-
-def _watch(module: str, adapter: Adapter) -> None:
-    with _watch_lock:
-        _watchers.setdefault(module, []).append(adapter)
-        first = module not in _hooked
-        _hooked.add(module)
-    if first:
-        wrapt.register_post_import_hook(_on_import, module)  # calls at once when already imported
-    elif module in sys.modules:
-        adapter._module_imported(sys.modules[module])
-
-
-def _unwatch(adapter: Adapter) -> None:
-    with _watch_lock:
-        for adapters in _watchers.values():
-            if adapter in adapters:
-                adapters.remove(adapter)
-
-
-def _on_import(module: types.ModuleType) -> None:
-    with _watch_lock:
-        adapters = list(_watchers.get(module.__name__, ()))
-    for adapter in adapters:
-        adapter._module_imported(module)

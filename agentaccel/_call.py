@@ -104,12 +104,15 @@ class Target:
 
 
 class Call:
-    """One intercepted call. Middleware reads it; ``annotate`` adds span attributes."""
+    """One intercepted call. Middleware reads it, sets ``context``/``collect``, and ``annotate`` adds span
+    attributes."""
 
     __slots__ = (
         "_request",
         "args",
         "attributes",
+        "collect",
+        "context",
         "instance",
         "kwargs",
         "name",
@@ -127,6 +130,11 @@ class Call:
         self.scope: Mapping[str, str] = _SCOPE.get()
         self.options: Mapping[str, Any] = _OPTIONS.get()
         self.attributes: dict[str, Any] | None = None
+        #: The OpenTelemetry context the original callable (and each step of a stream) runs in; the tracing
+        #: middleware sets its span's here so that calls made inside are its children.
+        self.context: Any = None
+        #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
+        self.collect = False
         self._request: Mapping[str, Any] | None = None
         if target.identify is None:
             self.name, self.provider = target.name, target.provider

@@ -145,7 +145,7 @@ def load(
         env_layer.setdefault(section, {})[key] = text
         sources.append(var)
     layers.append(("environment variable AGENTACCEL_", env_layer, False))
-    layers.append(("enable(", _split_sections(dict(overrides), "enable()", spec, frozenset()), False))
+    layers.append(("enable(", _split_sections(dict(overrides), "enable()", spec, ignored_sections), False))
 
     sections: dict[str, Any] = {}
     for name, schema in spec.sections.items():

@@ -38,14 +38,10 @@ class Io:
 
 
 class Proceed:
-    """Decision: let the call go on. ``collect`` asks for a stream's chunks in ``Outcome.value``; ``context`` is
-    an OpenTelemetry context the inner call (and each step of a stream) runs in."""
+    """Decision: let the call go on. Yield the :data:`PROCEED` instance. (To run the inner call in a span's
+    context set ``call.context``; to receive a stream's chunks set ``call.collect``.)"""
 
-    __slots__ = ("collect", "context")
-
-    def __init__(self, *, collect: bool = False, context: Context | None = None) -> None:
-        self.collect = collect
-        self.context = context
+    __slots__ = ()
 
 
 class Return:
@@ -107,9 +103,14 @@ def order(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
     return tuple(result)
 
 
-#: What :func:`_plan` asks the driver to do at the centre — call the original, or replay ``chunks`` — as a plain
-#: tuple ``(collect, context, chunks)``: it is built on every call, and a tuple costs a third of an object.
-_Invoke = tuple[bool, "Context | None", "Iterable[Any] | None"]
+class _Invoke:
+    """What :func:`_plan` yields when the driver should call the original (:data:`_INVOKE`); a stream's replay
+    is asked for by yielding the deciding :class:`Return` itself."""
+
+    __slots__ = ()
+
+
+_INVOKE = _Invoke()
 
 
 _failures: dict[str, int] = {}
@@ -138,13 +139,17 @@ def _step(flow: Flow, value: Any, error: BaseException | None) -> Any:
     return flow.send(value) if error is None else flow.throw(error)
 
 
-def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | Outcome, Any, None]:
+Effect = Io | _Invoke | Return | Outcome
+
+
+def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, None]:
     """Run every flow's decision phase, ask the driver for the centre, unwind. Yields effects for the driver:
-    an :class:`Io` is answered with ``(value, error)``, an :class:`_Invoke` with an :class:`Outcome`; the last
-    thing yielded is the final :class:`Outcome` (yielded, not returned: StopIteration costs on every call)."""
+    an :class:`Io` is answered with ``(value, error)``; :data:`_INVOKE` (call the original) and a stream's
+    :class:`Return` (replay its chunks) with an :class:`Outcome`; the last thing yielded is the final
+    :class:`Outcome` (yielded, not returned: a StopIteration on every call costs)."""
     entered: list[tuple[Middleware, Flow]] = []
     outcome: Outcome | None = None
-    collect, context, replay = False, None, None
+    centre: _Invoke | Return = _INVOKE
     for mw in chain:
         flow = mw.flow(call)
         try:
@@ -166,18 +171,15 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Io | _Invoke | O
             if not call.target.mode.is_stream:
                 outcome = Outcome(effect.value)
             else:
-                replay = effect.value
+                centre = effect
             break
         if type(effect) is not Proceed:
             flow.close()
             _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r}; expected Io, Proceed or Return"))
             continue
         entered.append((mw, flow))
-        collect = collect or effect.collect
-        if effect.context is not None:
-            context = effect.context
     if outcome is None:
-        outcome = yield (collect, context, replay)
+        outcome = yield centre
     for mw, flow in reversed(entered):
         try:
             effect = flow.send(outcome)
@@ -222,7 +224,7 @@ def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
     _ACTIVE.reset(tokens[0])
 
 
-def _final(effect: Io | _Invoke | Outcome) -> Outcome:
+def _final(effect: Effect) -> Outcome:
     """The plan's last yield: the call's outcome."""
     assert isinstance(effect, Outcome), effect
     return effect
@@ -237,8 +239,8 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
     while True:
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
-        elif type(effect) is tuple:
-            tokens = _enter(call, effect[1])
+        elif type(effect) is _Invoke:
+            tokens = _enter(call, call.context)
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -256,8 +258,8 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
     while True:
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
-        elif type(effect) is tuple:
-            tokens = _enter(call, effect[1])
+        elif type(effect) is _Invoke:
+            tokens = _enter(call, call.context)
             try:
                 outcome = Outcome(await fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -275,9 +277,10 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
     while True:
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
-        elif type(effect) is tuple:
-            collect, context, chunks = effect
-            outcome = StreamOutcome([] if collect else None)
+        elif type(effect) is _Invoke or type(effect) is Return:
+            context = call.context
+            chunks = effect.value if type(effect) is Return else None
+            outcome = StreamOutcome([] if call.collect else None)
             source: Iterator[Any] | None = None
             try:
                 tokens = _enter(call, context)
@@ -314,9 +317,10 @@ async def run_async_stream(
     while True:
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
-        elif type(effect) is tuple:
-            collect, context, chunks = effect
-            outcome = StreamOutcome([] if collect else None)
+        elif type(effect) is _Invoke or type(effect) is Return:
+            context = call.context
+            chunks = effect.value if type(effect) is Return else None
+            outcome = StreamOutcome([] if call.collect else None)
             source: AsyncIterator[Any] | None = None
             try:
                 tokens = _enter(call, context)

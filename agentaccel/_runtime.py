@@ -16,6 +16,7 @@ from agentaccel._call import Call, Mode, Outcome, Target
 from agentaccel._config import Config, ConfigSpec, load
 from agentaccel._errors import ConfigError
 from agentaccel._pipeline import (
+    _ACTIVE,
     PROCEED,
     Middleware,
     Proceed,
@@ -220,7 +221,7 @@ def interceptor(target: Target) -> Callable[[Callable[..., Any], Any, tuple[Any,
 
     def intercept(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         rt = _current
-        if rt is None or owned_by_outer(target, instance):
+        if rt is None or (_ACTIVE.get() is not None and owned_by_outer(target, instance)):
             return wrapped(*args, **kwargs)
         chain = rt._chains.get(target)
         if chain is None:

@@ -25,7 +25,7 @@ from agentaccel._call import (
 )
 from agentaccel._config import Config, ConfigSpec
 from agentaccel._otel import Export, meter_provider, tracer_provider
-from agentaccel._pipeline import Middleware, Proceed
+from agentaccel._pipeline import PROCEED, Middleware, Proceed
 from agentaccel._plugins import hookimpl
 
 
@@ -118,7 +118,8 @@ class Tracing(Middleware):
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
         span = static.tracer.start_span(name, None, static.kind, attributes)
-        outcome = yield Proceed(context=set_span_in_context(span))
+        call.context = set_span_in_context(span)
+        outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
         if (error_type is not None or static.describe or call.attributes) and span.is_recording():

@@ -3,8 +3,10 @@ and the cost of ``import agentaccel; agentaccel.enable()`` over a bare interpret
 
     uv run python tests/benchmarks/bench_overhead.py
 
-Each variant runs in interleaved rounds in one process and the medians are compared, so a noisy neighbour
-shifts all of them alike. Targets (issue 2): accelerated <= 1.2x the bare span; import+enable <= 150 ms.
+Each variant runs in interleaved rounds in one process; the ratio is taken within each round and the median
+ratio reported, so a noisy neighbour shifts the variants of a round alike. Start-up is the fastest of several
+interleaved runs of each command (noise only ever adds). Targets (issue 2): accelerated <= 1.2x the bare span;
+import+enable <= 150 ms.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ def _per_call_ns(fn: Callable[[], object], calls: int) -> float:
     return (time.perf_counter_ns() - start) / calls
 
 
-def per_call(rounds: int, calls: int) -> dict[str, float]:
+def per_call(rounds: int, calls: int) -> tuple[dict[str, float], float]:
     provider = TracerProvider()
     provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1 << 16))
     tracer = provider.get_tracer("bench")
@@ -51,22 +53,31 @@ def per_call(rounds: int, calls: int) -> dict[str, float]:
         with tracer.start_as_current_span("execute_tool search"):
             return tool("q")
 
+    same_attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "search"}
+
+    def bare_span_attributes() -> object:
+        with tracer.start_as_current_span("execute_tool search", attributes=same_attributes):
+            return tool("q")
+
     accelerated_tool = agentaccel.wrap(tool, name="search")
     agentaccel.enable(tracer_provider=provider)
 
     def accelerated() -> object:
         return accelerated_tool("q")
 
-    variants = {"bare call": bare, "bare OTel SDK span": bare_span, "accelerated (span only)": accelerated}
+    variants = {"bare call": bare, "bare OTel SDK span": bare_span,
+                "bare span + our 2 attributes": bare_span_attributes, "accelerated (span only)": accelerated}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for fn in variants.values():
         _per_call_ns(fn, calls // 10)  # warm up
+    ratios = []
     for _ in range(rounds):
         for name, fn in variants.items():
             samples[name].append(_per_call_ns(fn, calls))
+        ratios.append(samples["accelerated (span only)"][-1] / samples["bare OTel SDK span"][-1])
     agentaccel.disable()
     provider.shutdown()
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return {name: statistics.median(values) for name, values in samples.items()}, statistics.median(ratios)
 
 
 def _run_ms(code: str) -> float:
@@ -80,24 +91,24 @@ def startup(rounds: int) -> tuple[float, float]:
     for _ in range(rounds):
         bare.append(_run_ms("pass"))
         enabled.append(_run_ms("import agentaccel; agentaccel.enable()"))
-    return statistics.median(bare), statistics.median(enabled)
+    return min(bare), min(enabled)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--calls", type=int, default=20000)
+    parser.add_argument("--rounds", type=int, default=31)
+    parser.add_argument("--calls", type=int, default=5000)
     args = parser.parse_args()
-    results = per_call(args.rounds, args.calls)
+    results, ratio = per_call(args.rounds, args.calls)
     span = results["bare OTel SDK span"]
     print(f"per-call cost, median of {args.rounds} interleaved rounds of {args.calls} calls")
     for name, ns in results.items():
-        print(f"  {name:<26} {ns / 1000:8.2f} us   {ns / span:5.2f}x bare span")
-    ratio = results["accelerated (span only)"] / span
-    print(f"accelerated / bare span = {ratio:.2f}x (target <= 1.20x): {'PASS' if ratio <= 1.2 else 'FAIL'}")
-    bare_ms, enabled_ms = startup(max(5, args.rounds // 2))
+        print(f"  {name:<30} {ns / 1000:8.2f} us   {ns / span:5.2f}x bare span")
+    print(f"accelerated / bare span = {ratio:.3f}x, median of per-round ratios (target <= 1.20x): "
+          f"{'PASS' if ratio <= 1.2 else 'FAIL'}")
+    bare_ms, enabled_ms = startup(max(7, args.rounds // 3))
     extra = enabled_ms - bare_ms
-    print(f"interpreter start {bare_ms:.0f} ms; with import agentaccel + enable() {enabled_ms:.0f} ms")
+    print(f"interpreter start {bare_ms:.0f} ms; with import agentaccel + enable() {enabled_ms:.0f} ms (fastest runs)")
     print(f"import+enable cost = {extra:.0f} ms (target <= 150 ms): {'PASS' if extra <= 150 else 'FAIL'}")
     return 0
 

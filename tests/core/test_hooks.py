@@ -166,7 +166,7 @@ def test_a_config_error_in_configure_undoes_enable(register: Register) -> None:
     register(Lifecycle("first", log), "first")
     register(Strict("strict", log), "strict")
 
-    with pytest.raises(agentaccel.ConfigError, match="strict.url") as caught:
+    with pytest.raises(agentaccel.ConfigError, match=r"strict\.url") as caught:
         agentaccel.enable()
 
     assert caught.value.__cause__ is None

@@ -13,7 +13,18 @@ import pytest
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 import agentaccel
-from agentaccel import PROCEED, AgentAccelError, ConfigError, Io, Middleware, Mode, Outcome, PluginError, Proceed, Return
+from agentaccel import (
+    PROCEED,
+    AgentAccelError,
+    ConfigError,
+    Io,
+    Middleware,
+    Mode,
+    Outcome,
+    PluginError,
+    Proceed,
+    Return,
+)
 from agentaccel._call import StreamOutcome
 from agentaccel._pipeline import order
 from agentaccel.builtin.tracing import Tracing
@@ -716,3 +727,136 @@ def test_an_unknown_option_while_enabled_names_the_closest_option(register: Regi
 def test_options_are_not_checked_while_disabled() -> None:
     with agentaccel.options(anything_at_all=1) as merged:
         assert dict(merged) == {"anything_at_all": 1}
+
+
+# --- which middleware run, and what they are told -----------------------------------------------------------------
+
+
+class ModelsOnly(Recorder):
+    def accepts(self, target: agentaccel.Target) -> bool:
+        return target.operation == "chat"
+
+
+class BrokenAccepts(Recorder):
+    def accepts(self, target: agentaccel.Target) -> bool:
+        raise RuntimeError("bug in accepts")
+
+
+def test_middleware_run_only_for_the_targets_they_accept(register: Register) -> None:
+    models_only = ModelsOnly("models-only")
+    broken = BrokenAccepts("broken-accepts")
+    everything = Recorder("everything")
+    register(MiddlewarePlugin(models_only, broken, everything), "accepting")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    @agentaccel.accelerate(operation="chat")
+    def chat() -> str:
+        return "hi"
+
+    @agentaccel.accelerate
+    def tool() -> str:
+        return "done"
+
+    assert (chat(), chat(), tool()) == ("hi", "hi", "done")
+
+    assert [call.name for call in models_only.calls] == ["chat", "chat"]
+    assert [call.name for call in everything.calls] == ["chat", "chat", "tool"]
+    assert broken.calls == []
+    assert failures_since(before) == {"broken-accepts": 2}  # asked once per target, counted each time it failed
+
+
+def test_the_default_request_is_the_bound_arguments(register: Register) -> None:
+    recorder = Recorder("recorder")
+    register(MiddlewarePlugin(recorder), "recorder")
+    agentaccel.enable()
+
+    @agentaccel.accelerate
+    def search(query: str, limit: int = 10) -> list[str]:
+        return []
+
+    class Toolbox:
+        @agentaccel.accelerate
+        def fetch(self, url: str) -> str:
+            return url
+
+    search("otel")
+    search(query="otel", limit=10)
+    Toolbox().fetch("https://example.invalid")
+
+    requests = [dict(call.request) for call in recorder.calls]
+    function = f"{__name__}.test_the_default_request_is_the_bound_arguments.<locals>.search"
+    assert requests[0] == requests[1] == {"function": function, "arguments": {"query": "otel", "limit": 10}}
+    assert requests[2]["arguments"] == {"url": "https://example.invalid"}  # self left out
+
+
+def test_a_stream_started_before_disable_finishes_through_its_pipeline(agentaccel_spans: Any) -> None:
+    @agentaccel.accelerate(name="numbers")
+    def numbers() -> Iterator[int]:
+        yield from range(4)
+
+    stream = numbers()
+    assert next(stream) == 0
+    agentaccel.disable()
+    assert list(stream) == [1, 2, 3]
+
+    span = agentaccel_spans.span("execute_tool numbers")
+    assert span.attributes["agentaccel.stream.chunks"] == 4
+    assert span.attributes["agentaccel.stream.completed"] is True
+
+
+# --- accelerate on static and class methods, whichever decorator is outermost -------------------------------------
+
+
+def test_accelerate_over_staticmethod_keeps_an_async_function_async(agentaccel_spans: Any) -> None:
+    class Tools:
+        @agentaccel.accelerate
+        @staticmethod
+        async def fetch(url: str) -> str:
+            await asyncio.sleep(0)
+            raise ConnectionError(url)
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(Tools.fetch("https://example.invalid"))
+
+    span = agentaccel_spans.span("execute_tool fetch")
+    # the span covers the coroutine's run, so it saw the error: the call was not taken for a sync one
+    assert span.attributes["agentaccel.mode"] == "async"
+    assert span.status.status_code is StatusCode.ERROR
+
+
+def test_accelerate_over_classmethod(agentaccel_spans: Any) -> None:
+    class Tools:
+        prefix = "tools"
+
+        @agentaccel.accelerate
+        @classmethod
+        def describe(cls, item: str) -> str:
+            return f"{cls.prefix}:{item}"
+
+    assert Tools.describe("x") == "tools:x"
+    assert Tools().describe("y") == "tools:y"
+    assert [s.name for s in agentaccel_spans.spans()] == ["execute_tool describe"] * 2
+
+
+def test_staticmethod_and_classmethod_over_accelerate(agentaccel_spans: Any) -> None:
+    class Tools:
+        prefix = "tools"
+
+        @staticmethod
+        @agentaccel.accelerate
+        async def fetch(url: str) -> str:
+            await asyncio.sleep(0)
+            raise ConnectionError(url)
+
+        @classmethod
+        @agentaccel.accelerate
+        def describe(cls, item: str) -> str:
+            return f"{cls.prefix}:{item}"
+
+    with pytest.raises(ConnectionError):
+        asyncio.run(Tools.fetch("https://example.invalid"))
+    assert Tools.describe("x") == "tools:x"
+
+    assert agentaccel_spans.span("execute_tool fetch").status.status_code is StatusCode.ERROR
+    agentaccel_spans.span("execute_tool describe")

@@ -443,3 +443,21 @@ def test_an_application_tracer_provider_is_never_replaced(tmp_path: Path, subpro
     # with the application's provider, agentaccel records into it and sets up nothing of its own
     out = run("user-provider")
     assert json.loads(out) == {"kept": True, "spans": ["execute_tool lookup"]}
+
+
+def test_a_streamed_chat_inside_a_streamed_chat_is_one_span(agentaccel_spans: SpanRecorder) -> None:
+    @agentaccel.accelerate(operation="chat", request=lambda call: {"model": "gpt-inner"})
+    async def client_stream() -> Any:
+        yield "a"
+        yield "b"
+
+    @agentaccel.accelerate(operation="chat", request=lambda call: {"model": "gpt-outer"})
+    async def framework_stream() -> Any:
+        async for chunk in client_stream():
+            yield chunk
+
+    async def read() -> list[str]:
+        return [chunk async for chunk in framework_stream()]
+
+    assert asyncio.run(read()) == ["a", "b"]
+    assert [s.name for s in agentaccel_spans.spans()] == ["chat gpt-outer"]
