@@ -14,6 +14,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _mode_of(fn: Callable[..., Any]) -> Mode:
+    fn = getattr(fn, "__func__", fn)  # staticmethod / classmethod objects wrap the function that says its kind
     if inspect.isasyncgenfunction(fn):
         return Mode.ASYNC_STREAM
     if inspect.iscoroutinefunction(fn):

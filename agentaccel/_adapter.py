@@ -9,7 +9,7 @@ import importlib.metadata
 import logging
 import threading
 import types
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from agentaccel._call import Mode, Target
@@ -149,24 +149,31 @@ class Adapter:
             if not self._active:
                 return
             for patch in self.patches():
-                if patch.module != module.__name__:
-                    continue
-                owner_path, _, attribute = patch.qualname.rpartition(".")
-                try:
-                    owner = _resolve(module, owner_path)
-                    original = vars(owner)[attribute]
-                except (AttributeError, KeyError):
-                    problem = f"{patch.module}.{patch.qualname} not found; the framework changed its layout"
-                    self.problems.append(problem)
-                    log.warning("agentaccel adapter %r skipped a patch: %s", self.name, problem)
-                    continue
-                wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
-                assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
-                sync = patch.target is None or patch.target.mode is Mode.SYNC
-                wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType),
-                                        closure=sync)
-                setattr(owner, attribute, wrapper)
-                self._applied.append(_Applied(owner, attribute, original, wrapper))
+                if patch.module == module.__name__:
+                    self._apply(module, patch, interceptor)
+
+    def _apply(self, module: types.ModuleType, patch: Patch, interceptor: Callable[[Target], WrapperFn]) -> None:
+        owner_path, _, attribute = patch.qualname.rpartition(".")
+        try:
+            owner = _resolve(module, owner_path)
+            original = vars(owner)[attribute]
+        except (AttributeError, KeyError, TypeError):
+            self._problem(f"{patch.module}.{patch.qualname} not found; the framework changed its layout")
+            return
+        wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
+        assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
+        sync = patch.target is None or patch.target.mode is Mode.SYNC
+        wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType), closure=sync)
+        try:
+            setattr(owner, attribute, wrapper)
+        except (AttributeError, TypeError) as exc:  # a built-in or frozen type
+            self._problem(f"{patch.module}.{patch.qualname} cannot be replaced: {exc}")
+            return
+        self._applied.append(_Applied(owner, attribute, original, wrapper))
+
+    def _problem(self, problem: str) -> None:
+        self.problems.append(problem)
+        log.warning("agentaccel adapter %r skipped a patch: %s", self.name, problem)
 
 
 def _resolve(module: types.ModuleType, path: str) -> Any:

@@ -174,8 +174,8 @@ def _split_sections(raw: Mapping[str, Any], origin: str, spec: ConfigSpec,
 
 
 def _known(spec: ConfigSpec) -> str:
-    return (f"; known sections: {', '.join(sorted(spec.sections))} (a section belongs to a plugin: "
-            "`agentaccel plugins` lists what is installed)")
+    known = ", ".join(sorted(spec.sections)) or "none"
+    return f"; known sections: {known} (a section belongs to a plugin: `agentaccel plugins` lists what is installed)"
 
 
 def _build(schema: type[Any], values: Mapping[str, tuple[str, Any]], path: str) -> Any:
@@ -250,7 +250,8 @@ def _convert(value: Any, hint: Any, path: str, *, from_text: bool, origin: str =
         from_text = False
     if origin_type in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list of {_name(args[0])}, got {type(value).__name__} {value!r}")
+            item = args[0].__name__ if isinstance(args[0], type) else str(args[0]).replace("typing.", "")
+            raise ConfigError(f"{where}: expected a list of {item} values, got {type(value).__name__} {value!r}")
         items = [_convert(v, args[0], f"{path}[{i}]", from_text=False) for i, v in enumerate(value)]
         return items if origin_type is list else tuple(items)
     if origin_type is dict:

@@ -3,7 +3,6 @@ Redis be reached. Each check prints one line; the exit status is 1 when any fail
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
 from collections.abc import Callable, Iterator
@@ -12,7 +11,6 @@ from urllib.parse import unquote, urlsplit
 
 from agentaccel._config import Config
 from agentaccel._errors import ConfigError
-from agentaccel._otel import Export, _protocol, export_requested
 
 Check = Callable[[], tuple[bool, str]]
 TIMEOUT = 2.0
@@ -68,31 +66,16 @@ def _urls(path: str, value: Any) -> Iterator[tuple[str, str]]:
             yield from _urls(f"{path}[{index}]", item)
 
 
-def check_exporter(config: Config) -> tuple[bool, str]:
-    """Where spans go, and whether a configured OTLP endpoint accepts a TCP connection."""
-    from opentelemetry import trace
-
-    export: Export = config.section("tracing").export if "tracing" in config else "none"
-    if not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-        return True, "the application's TracerProvider receives the spans"
-    if not export_requested(export):
-        return True, ("no exporter configured: spans go to a TracerProvider the application sets up; set "
-                      "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) to have agentaccel export them")
-    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp")
-    if "otlp" not in exporters and export != "otlp":
-        return True, f"OTEL_TRACES_EXPORTER={exporters}: nothing to connect to"
-    protocol = _protocol("TRACES")
-    default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
-    endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                or default)
-    parts = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+def check_endpoint(url: str, timeout: float = TIMEOUT) -> tuple[bool, str]:
+    """Whether ``url``'s host accepts a TCP connection."""
+    parts = urlsplit(url if "://" in url else f"http://{url}")
     host = parts.hostname or "localhost"
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
-        socket.create_connection((host, port), timeout=TIMEOUT).close()
+        socket.create_connection((host, port), timeout=timeout).close()
     except OSError as exc:
-        return False, f"OTLP {protocol} endpoint {endpoint} unreachable ({exc}); spans would be dropped"
-    return True, f"OTLP {protocol} endpoint {endpoint} accepts connections"
+        return False, f"{url} unreachable ({exc})"
+    return True, f"{url} accepts connections"
 
 
 def run_checks(write: Callable[[str], None]) -> int:
@@ -119,12 +102,10 @@ def run_checks(write: Callable[[str], None]) -> int:
     for info in infos:
         if info.status == "failed":
             report(f"plugin {info.name}", lambda info=info: (False, info.reason))  # type: ignore[misc]
-    report("exporter", lambda: check_exporter(config))
     for path, url in redis_urls(config):
         report(f"redis ({path})", lambda url=url: check_redis(url))  # type: ignore[misc]
     extra: list[tuple[str, Check]] = []
-    _call_each(pm, {info.name: info for info in infos}, "agentaccel_doctor",
-               register=lambda title, check: extra.append((title, check)), config=config)
+    _call_each(pm, {info.name: info for info in infos}, "agentaccel_doctor", collect=extra, config=config)
     for title, check in extra:
         report(title, check)
     write(f"{failures} problem(s) found" if failures else "all checks passed")

@@ -3,6 +3,7 @@ it configured none and export is asked for does agentaccel set up the SDK, from 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from typing import Any, Literal
@@ -33,14 +34,16 @@ def tracer_provider(export: Export, explicit: Any = None) -> trace.TracerProvide
         return current
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 
+    span_names, metric_names = exporter_names(export)
     provider = TracerProvider(resource=Resource.create())
-    for exporter in _span_exporters(export):
+    for name in span_names:
+        exporter = ConsoleSpanExporter() if name == "console" else _otlp("TRACES", "trace_exporter", "OTLPSpanExporter")
         provider.add_span_processor(BatchSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
-    if _metrics_wanted():
-        _install_meter_provider(provider.resource)
+    if metric_names:
+        _install_meter_provider(provider.resource, metric_names)
     return provider
 
 
@@ -66,51 +69,57 @@ def _protocol(kind: str) -> str:
             or "http/protobuf").strip().lower()
 
 
-def _span_exporters(export: Export) -> list[Any]:
-    names = [export] if export in ("otlp", "console") else _names("OTEL_TRACES_EXPORTER", "otlp")
-    exporters: list[Any] = []
-    for name in names:
-        if name == "console":
-            from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+def exporter_names(export: Export) -> tuple[list[str], list[str]]:
+    """The span and metric exporters agentaccel's setup would create (``otlp``/``console``), checked: an unknown
+    exporter, protocol or a missing gRPC exporter is a ConfigError here, before anything is set up.
 
-            exporters.append(ConsoleSpanExporter())
-        elif name == "otlp":
-            exporters.append(_otlp("TRACES", "trace_exporter", "OTLPSpanExporter"))
-        elif name != "none":
-            raise ConfigError(f"OTEL_TRACES_EXPORTER={name!r} is not supported by agentaccel's setup; use otlp, "
-                              "console or none, or configure a TracerProvider yourself before agentaccel.enable()")
-    return exporters
+    Metrics follow OTEL_METRICS_EXPORTER when it is set, else go where spans go over OTLP (a console-only setup
+    does not start sending metrics to a collector nobody named)."""
+    span_names = [export] if export in ("otlp", "console") else _names("OTEL_TRACES_EXPORTER", "otlp")
+    metric_names = _names("OTEL_METRICS_EXPORTER", "otlp" if "otlp" in span_names else "none")
+    for var, names in (("OTEL_TRACES_EXPORTER", span_names), ("OTEL_METRICS_EXPORTER", metric_names)):
+        for name in names:
+            if name not in ("otlp", "console", "none"):
+                raise ConfigError(f"{var}={name!r} is not supported by agentaccel's setup; use otlp, console or "
+                                  "none, or configure the provider yourself before agentaccel.enable()")
+    for kind, names in (("TRACES", span_names), ("METRICS", metric_names)):
+        if "otlp" in names:
+            _otlp_module(kind, "trace_exporter" if kind == "TRACES" else "metric_exporter")
+    return [n for n in span_names if n != "none"], [n for n in metric_names if n != "none"]
 
 
-def _otlp(kind: str, module: str, cls: str) -> Any:
+def otlp_endpoint(kind: str) -> str:
+    """Where the OTLP exporter for ``kind`` (TRACES, METRICS) sends, by the OTEL_* variables and defaults."""
+    protocol = _protocol(kind)
+    default = "http://localhost:4317" if protocol == "grpc" else "http://localhost:4318"
+    return (os.environ.get(f"OTEL_EXPORTER_OTLP_{kind}_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+            or default)
+
+
+def _otlp_module(kind: str, module: str) -> Any:
     protocol = _protocol(kind)
     if protocol == "grpc":
         try:
-            mod = __import__(f"opentelemetry.exporter.otlp.proto.grpc.{module}", fromlist=[cls])
+            return importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module}")
         except ImportError:
             raise ConfigError("OTLP over gRPC was asked for (OTEL_EXPORTER_OTLP_PROTOCOL=grpc) but its exporter is "
                               "not installed: pip install 'agentaccel[grpc]', or use http/protobuf") from None
-    elif protocol == "http/protobuf":
-        mod = __import__(f"opentelemetry.exporter.otlp.proto.http.{module}", fromlist=[cls])
-    else:
-        raise ConfigError(f"OTLP protocol {protocol!r} is not supported; use http/protobuf or grpc")
-    return getattr(mod, cls)()
+    if protocol == "http/protobuf":
+        return importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module}")
+    raise ConfigError(f"OTLP protocol {protocol!r} is not supported; use http/protobuf or grpc")
 
 
-def _metrics_wanted() -> bool:
-    return _names("OTEL_METRICS_EXPORTER", "otlp") != ["none"]
+def _otlp(kind: str, module: str, cls: str) -> Any:
+    return getattr(_otlp_module(kind, module), cls)()
 
 
-def _install_meter_provider(resource: Any) -> None:
+def _install_meter_provider(resource: Any, names: list[str]) -> None:
     if not type(metrics.get_meter_provider()).__name__.startswith("_Proxy"):
         return  # the application set one: never replace it
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.metrics.export import ConsoleMetricExporter, PeriodicExportingMetricReader
 
-    readers = []
-    for name in _names("OTEL_METRICS_EXPORTER", "otlp"):
-        if name == "console":
-            readers.append(PeriodicExportingMetricReader(ConsoleMetricExporter()))
-        elif name == "otlp":
-            readers.append(PeriodicExportingMetricReader(_otlp("METRICS", "metric_exporter", "OTLPMetricExporter")))
+    readers = [PeriodicExportingMetricReader(
+        ConsoleMetricExporter() if name == "console" else _otlp("METRICS", "metric_exporter", "OTLPMetricExporter"))
+        for name in names]
     metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=readers))

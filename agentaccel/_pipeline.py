@@ -121,12 +121,13 @@ def plugin_failures() -> dict[str, int]:
     return dict(_failures)
 
 
-def _isolate(mw: Middleware, exc: BaseException) -> None:
-    count = _failures.get(mw.name, 0) + 1
-    _failures[mw.name] = count
+def isolate(name: str, exc: BaseException) -> None:
+    """Count a plugin's accidental failure under ``name``; log the first one with its traceback."""
+    count = _failures.get(name, 0) + 1
+    _failures[name] = count
     if count == 1:
-        log.error("agentaccel middleware %r failed and was skipped for this call (logged once, counted in "
-                  "`agentaccel plugins`); the call went on without it", mw.name, exc_info=exc)
+        log.error("agentaccel: %s failed and was skipped for this call (logged once, counted in `agentaccel "
+                  "plugins`); the call went on without it", name, exc_info=exc)
 
 
 def _deliberate(exc: BaseException) -> bool:
@@ -158,11 +159,11 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
                 value, error = yield effect
                 effect = _step(flow, value, error)
         except StopIteration:
-            _isolate(mw, PluginError(f"flow of {mw.name!r} returned before deciding Proceed or Return"))
+            isolate(mw.name, PluginError(f"flow of {mw.name!r} returned before deciding Proceed or Return"))
             continue
         except BaseException as exc:
             if not _deliberate(exc):
-                _isolate(mw, exc)
+                isolate(mw.name, exc)
                 continue
             outcome = Outcome(error=exc)
             break
@@ -175,7 +176,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
             break
         if type(effect) is not Proceed:
             flow.close()
-            _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r}; expected Io, Proceed or Return"))
+            isolate(mw.name, PluginError(f"flow of {mw.name!r} yielded {effect!r}; expected Io, Proceed or Return"))
             continue
         entered.append((mw, flow))
     if outcome is None:
@@ -187,14 +188,14 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
                 value, error = yield effect
                 effect = _step(flow, value, error)
             flow.close()
-            _isolate(mw, PluginError(f"flow of {mw.name!r} yielded {effect!r} after its decision"))
+            isolate(mw.name, PluginError(f"flow of {mw.name!r} yielded {effect!r} after its decision"))
         except StopIteration:
             pass
         except BaseException as exc:
             if _deliberate(exc):
                 outcome = Outcome(error=exc)
             else:
-                _isolate(mw, exc)
+                isolate(mw.name, exc)
     yield outcome
 
 

@@ -41,6 +41,7 @@ class PluginInfo:
 _entry_points: list[importlib.metadata.EntryPoint] | None = None
 _imported: dict[str, PluginInfo] = {}
 _in_code: dict[str, Any] = {}
+_unregistered: set[str] = set()  # listed as disabled, so their config sections are ignored like a deny-listed one's
 
 
 def _names(var: str) -> set[str] | None:
@@ -51,7 +52,8 @@ def _names(var: str) -> set[str] | None:
 
 
 def _import(name: str, origin: str, load: Callable[[], Any]) -> PluginInfo:
-    """Import a plugin module once; a failure is remembered with its reason and never retried."""
+    """Import a plugin module once; an import failure is remembered with its reason and never retried. Each
+    call returns a fresh record, so a failure in one enable()'s hooks does not stick to the next."""
     info = _imported.get(name)
     if info is None:
         try:
@@ -60,7 +62,7 @@ def _import(name: str, origin: str, load: Callable[[], Any]) -> PluginInfo:
             info = PluginInfo(name, origin, "failed", reason=f"import failed: {type(exc).__name__}: {exc}")
             log.warning("agentaccel plugin %r (%s) failed to load and is skipped: %s", name, origin, info.reason)
         _imported[name] = info
-    return info
+    return dataclasses.replace(info)
 
 
 def discover() -> list[PluginInfo]:
@@ -87,6 +89,7 @@ def discover() -> list[PluginInfo]:
     for name, plugin in _in_code.items():
         status = "disabled" if name in deny else "enabled"
         found.append(PluginInfo(name, "registered in code", status, plugin=plugin))
+    found.extend(PluginInfo(name, "registered in code", "disabled", "unregistered") for name in sorted(_unregistered))
     return found
 
 
@@ -120,9 +123,11 @@ def register_in_code(plugin: Any, name: str) -> None:
     if name in _in_code or any(n == name for n, _ in DEFAULT_PLUGINS):
         raise ValueError(f"a plugin named {name!r} is already registered; unregister it first")
     _in_code[name] = plugin
+    _unregistered.discard(name)
 
 
 def unregister_in_code(name: str) -> None:
     if _in_code.pop(name, None) is None:
         raise ValueError(f"no plugin named {name!r} was registered in code")
+    _unregistered.add(name)
 

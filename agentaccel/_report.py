@@ -39,8 +39,10 @@ def plugins_report() -> dict[str, Any]:
             error = str(exc)
     try:
         report: dict[str, Any] = {"config_error": error, "failures": plugin_failures()}
+        from agentaccel._plugins import discover
+
         report["plugins"] = [{"name": i.name, "origin": i.origin, "status": i.status, "reason": i.reason}
-                             for i in (rt.plugins if rt is not None else [])]
+                             for i in (rt.plugins if rt is not None else discover())]
         report["middleware"] = [mw.name for mw in rt.middleware] if rt is not None else []
         report["adapters"] = [{
             "name": a.name,

@@ -20,7 +20,7 @@ from agentaccel._pipeline import (
     PROCEED,
     Middleware,
     Proceed,
-    _isolate,
+    isolate,
     order,
     owned_by_outer,
     run_async,
@@ -58,7 +58,7 @@ def _accepts(mw: Middleware, target: Target) -> bool:
     try:
         return mw.accepts(target)
     except Exception as exc:
-        _isolate(mw, exc)
+        isolate(mw.name, exc)
         return False
 
 
@@ -102,8 +102,7 @@ def _same(a: tuple[Any, ...], b: tuple[Any, ...] | None) -> bool:
 
 def load_configuration(sections: Mapping[str, Any], extra: Mapping[str, Any] | None = None
                        ) -> tuple[pluggy.PluginManager, list[PluginInfo], ConfigSpec, Config]:
-    """Find plugins and read the configuration they declare, without configuring anything (what ``agentaccel
-    run`` and ``doctor`` check before a program starts). Raises ConfigError."""
+    """Find plugins and read the configuration they declare, without configuring anything. Raises ConfigError."""
     infos = discover()
     pm = build_manager(infos)
     spec = ConfigSpec()
@@ -115,16 +114,17 @@ def load_configuration(sections: Mapping[str, Any], extra: Mapping[str, Any] | N
 def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
     pm, infos, spec, config = load_configuration(sections, extra)
     by_name = {info.name: info for info in infos}
-    configured: list[str] = []
+    configured = _call_each(pm, by_name, "agentaccel_configure", config=config)
     try:
-        _call_each(pm, by_name, "agentaccel_configure", config=config, done=configured)
         middleware: list[Middleware] = []
-        _call_each(pm, by_name, "agentaccel_register_middleware", register=middleware.append, config=config)
+        _call_each(pm, by_name, "agentaccel_register_middleware", collect=middleware, configured=configured,
+                   config=config)
         observers = pm.hook.agentaccel_call_finished.get_hookimpls()
         if observers:
             middleware.insert(0, _Observe(observers))
         adapters: list[Adapter] = []
-        _call_each(pm, by_name, "agentaccel_register_adapters", register=adapters.append, config=config)
+        _call_each(pm, by_name, "agentaccel_register_adapters", collect=adapters, configured=configured,
+                   config=config)
         rt = Runtime(pm, infos, spec, config, order(middleware), adapters)
     except BaseException:
         _unconfigure(pm, config, configured)
@@ -135,12 +135,20 @@ def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
 
 
 def _call_each(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo], hook: str, *,
-               done: list[str] | None = None, **kwargs: Any) -> None:
-    """Call each implementation of ``hook`` in registration order. A plugin whose hook raises (other than a
-    ConfigError, which is the user's to fix) is marked failed and unregistered; the others go on."""
+               collect: list[Any] | None = None, configured: list[str] | None = None, **kwargs: Any) -> list[str]:
+    """Call each implementation of ``hook`` in registration order; return the names of the plugins whose
+    implementation returned normally.
+
+    A plugin whose hook raises (other than a ConfigError, which is the user's to fix) is marked failed, loses
+    what it registered in this hook (with ``collect`` each implementation gets its own ``register``), is
+    unconfigured if it had been configured (``configured``), and is unregistered; the others go on.
+    """
+    succeeded = []
     for impl in getattr(pm.hook, hook).get_hookimpls():
+        items: list[Any] = []
+        arguments = kwargs if collect is None else {**kwargs, "register": _collector(items)}
         try:
-            impl.function(*(kwargs[name] for name in impl.argnames))
+            impl.function(*(arguments[name] for name in impl.argnames))
         except ConfigError:
             raise
         except Exception as exc:
@@ -148,10 +156,24 @@ def _call_each(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo], hook: 
             if info is not None:
                 info.status, info.reason = "failed", f"{hook} raised {type(exc).__name__}: {exc}"
             log.error("agentaccel plugin %r failed in %s and is skipped", impl.plugin_name, hook, exc_info=exc)
+            if configured is not None and impl.plugin_name in configured:
+                configured.remove(impl.plugin_name)
+                _unconfigure(pm, kwargs["config"], [impl.plugin_name])
             pm.unregister(name=impl.plugin_name)
             continue
-        if done is not None:
-            done.append(impl.plugin_name)
+        if collect is not None:
+            collect.extend(items)
+        succeeded.append(impl.plugin_name)
+    return succeeded
+
+
+def _collector(items: list[Any]) -> Callable[..., None]:
+    """``register(x)`` collects x; ``register(a, b, ...)`` — commands, doctor checks — collects the tuple."""
+
+    def register(*item: Any) -> None:
+        items.append(item[0] if len(item) == 1 else item)
+
+    return register
 
 
 def _unconfigure(pm: pluggy.PluginManager, config: Config, configured: list[str]) -> None:
@@ -201,12 +223,7 @@ class _Observe(Middleware):
             try:
                 impl.function(*(values[name] for name in impl.argnames))
             except Exception as exc:
-                _isolate(_Named(f"{impl.plugin_name}.agentaccel_call_finished"), exc)
-
-
-class _Named(Middleware):
-    def __init__(self, name: str) -> None:
-        self.name = name
+                isolate(f"{impl.plugin_name}.agentaccel_call_finished", exc)
 
 
 # --- the hot path -------------------------------------------------------------------------------------------------

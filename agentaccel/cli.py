@@ -31,10 +31,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.config is not None:
         env["AGENTACCEL_CONFIG"] = str(Path(args.config).resolve())
     os.environ.update(env)
-    from agentaccel._runtime import load_configuration
+    import agentaccel
 
     try:
-        load_configuration({})  # report a config mistake here, before the program starts
+        agentaccel.enable()  # what the program's start-up will do: a mistake is reported before it starts
     except ConfigError as exc:
         print(f"agentaccel run: {exc}", file=sys.stderr)
         return 2
@@ -130,8 +130,7 @@ def _plugin_commands() -> list[tuple[str, str, Callable[[argparse.ArgumentParser
 
     infos = discover()
     found: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Runner]] = []
-    _call_each(build_manager(infos), {i.name: i for i in infos}, "agentaccel_register_commands",
-               register=lambda *command: found.append(command))
+    _call_each(build_manager(infos), {i.name: i for i in infos}, "agentaccel_register_commands", collect=found)
     taken = {name for name, *_ in BUILTIN}
     return [command for command in found if command[0] not in taken]
 

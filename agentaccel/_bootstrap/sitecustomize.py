@@ -2,6 +2,7 @@
 
 ``agentaccel run`` validated the configuration before starting the program, so a failure here is unexpected:
 it is reported on stderr and the program exits with status 2 rather than running unaccelerated unnoticed.
+(``os._exit``: ``sys.exit`` during site import is a fatal interpreter error with status 1.)
 """
 
 from __future__ import annotations
@@ -19,4 +20,5 @@ try:
     agentaccel.enable()
 except Exception as exc:
     sys.stderr.write(f"agentaccel run: could not enable agentaccel: {exc}\n")
-    sys.exit(2)
+    sys.stderr.flush()
+    os._exit(2)

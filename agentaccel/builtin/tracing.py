@@ -24,8 +24,17 @@ from agentaccel._call import (
     Target,
 )
 from agentaccel._config import Config, ConfigSpec
-from agentaccel._otel import Export, meter_provider, tracer_provider
-from agentaccel._pipeline import PROCEED, Middleware, Proceed
+from agentaccel._errors import ConfigError
+from agentaccel._otel import (
+    Export,
+    _protocol,
+    export_requested,
+    exporter_names,
+    meter_provider,
+    otlp_endpoint,
+    tracer_provider,
+)
+from agentaccel._pipeline import PROCEED, Middleware, Proceed, isolate
 from agentaccel._plugins import hookimpl
 
 
@@ -122,9 +131,11 @@ class Tracing(Middleware):
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
-        if (error_type is not None or static.describe or call.attributes) and span.is_recording():
-            _finish(span, call, outcome, start, error_type)
-        span.end()
+        try:
+            if (error_type is not None or static.describe or call.attributes) and span.is_recording():
+                _finish(span, call, outcome, start, error_type)
+        finally:
+            span.end()
         if self.record_duration is not None:
             metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                                                  "gen_ai.request.model") if k in attributes}
@@ -163,7 +174,10 @@ def _finish(span: trace.Span, call: Call, outcome: Outcome, start_ns: int, error
     elif target.describe is not None:
         result = outcome.last if isinstance(outcome, StreamOutcome) else outcome.value
         if result is not None:
-            span.set_attributes(_clean(target.describe(result)))
+            try:
+                span.set_attributes(_clean(target.describe(result)))
+            except Exception as exc:  # the adapter's bug: the span still ends, the call still returns
+                isolate(f"{target.framework} adapter's describe() for {target.operation}", exc)
     if call.attributes:
         span.set_attributes(call.attributes)
 
@@ -189,3 +203,27 @@ def agentaccel_register_middleware(register: Callable[[Middleware], None], confi
             explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
         record = histogram.record
     register(Tracing(provider, record))
+
+
+@hookimpl
+def agentaccel_doctor(register: Callable[[str, Callable[[], tuple[bool, str]]], None], config: Config) -> None:
+    register("exporter", lambda: check_exporter(config.section("tracing").export))
+
+
+def check_exporter(export: Export) -> tuple[bool, str]:
+    """Where agentaccel's own setup would send spans, and whether an OTLP endpoint accepts connections."""
+    from agentaccel._doctor import check_endpoint
+
+    if not export_requested(export):
+        return True, ("no exporter configured: spans go to a TracerProvider the application sets up; set "
+                      "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) to have agentaccel export them")
+    try:
+        spans, _ = exporter_names(export)
+    except ConfigError as exc:
+        return False, str(exc)
+    if "otlp" not in spans:
+        return True, f"spans go to: {', '.join(spans) or 'nowhere (none)'}"
+    ok, message = check_endpoint(otlp_endpoint("TRACES"))
+    protocol = _protocol("TRACES")
+    return ok, f"OTLP {protocol} endpoint {message}" + ("" if ok else "; spans would be dropped")
+

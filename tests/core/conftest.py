@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -24,12 +25,13 @@ def register() -> Iterator[Callable[[Any, str], None]]:
     names: list[str] = []
 
     def add(plugin: Any, name: str) -> None:
+        names.append(name)  # first: register_plugin() keeps the plugin even when the re-enable it does fails
         agentaccel.register_plugin(plugin, name)
-        names.append(name)
 
     try:
         yield add
     finally:
         agentaccel.disable()
         for name in reversed(names):
-            agentaccel.unregister_plugin(name)
+            with contextlib.suppress(ValueError):  # a test may have unregistered it already
+                agentaccel.unregister_plugin(name)

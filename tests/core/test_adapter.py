@@ -4,15 +4,17 @@ that cannot apply."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import importlib.metadata
+import inspect
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import wrapt
 
 import agentaccel
 from agentaccel import Adapter, Mode, Patch, Target
@@ -128,7 +130,7 @@ def test_instrument_twice_is_idempotent(agentaccel_spans: SpanRecorder, register
     adapter.instrument()
 
     assert base.__dict__["run"] is wrapper
-    assert isinstance(wrapper, wrapt.FunctionWrapper)
+    assert wrapper is not original
     assert wrapper.__wrapped__ is original  # one wrapper around the original, not a wrapper of a wrapper
     assert adapter.patched() == [f"{MODELS}.Base.run"]
     base().run(1)
@@ -274,6 +276,51 @@ def test_a_patch_naming_a_missing_attribute_is_skipped_and_the_rest_applied(
     assert span_names(agentaccel_spans) == ["invoke_agent Base.run"]
 
 
+def test_a_patch_that_cannot_be_set_is_skipped_and_the_rest_applied(
+    agentaccel_spans: SpanRecorder, register: Register
+) -> None:
+    mod = models()
+    adapter = FakeAdapter([Patch(MODELS, "Number.bit_length", target=target("bit_length")),
+                           Patch(MODELS, "Base.run", target=target("Base.run"))])
+    register(AdapterPlugin(adapter), "fake")
+
+    assert adapter.instrumented
+    assert len(adapter.problems) == 1
+    assert f"{MODELS}.Number.bit_length" in adapter.problems[0]
+    assert adapter.patched() == [f"{MODELS}.Base.run"]
+    assert mod.Base().run(1) == "run:1"
+    assert span_names(agentaccel_spans) == ["invoke_agent Base.run"]
+
+
+def test_an_adapter_that_cannot_instrument_leaves_nothing_patched(register: Register) -> None:
+    # The second adapter's requirement cannot even be parsed. Whether enable() reports that or goes on without
+    # it, nothing may stay patched once agentaccel is disabled, and configured plugins must be unconfigured.
+    base = models().Base
+    original = base.__dict__["run"]
+    log: list[str] = []
+
+    class Plugin(AdapterPlugin):
+        @agentaccel.hookimpl
+        def agentaccel_configure(self) -> None:
+            log.append("configure")
+
+        @agentaccel.hookimpl
+        def agentaccel_unconfigure(self) -> None:
+            log.append("unconfigure")
+
+    good = FakeAdapter([Patch(MODELS, "Base.run", target=target("Base.run"))])
+    bad = FakeAdapter([Patch(MODELS, "Base.create", target=target("create"))], requires=("not a requirement!",))
+    register(Plugin(good, bad), "fake")
+
+    with contextlib.suppress(ValueError):
+        agentaccel.enable()
+    agentaccel.disable()
+
+    assert base.__dict__["run"] is original
+    assert not good.instrumented
+    assert log in ([], ["configure", "unconfigure"])
+
+
 def test_a_wrapper_patch_runs_the_wrapper(register: Register) -> None:
     mod = models()
     seen: list[tuple[Any, tuple[Any, ...]]] = []
@@ -295,3 +342,50 @@ def test_a_patch_needs_exactly_one_of_target_and_wrapper() -> None:
         Patch(MODELS, "Base.run")
     with pytest.raises(ValueError, match="exactly one of target= and wrapper="):
         Patch(MODELS, "Base.run", target=target("Base.run"), wrapper=lambda wrapped, instance, args, kwargs: None)
+
+
+# --- functions and coroutines -------------------------------------------------------------------------------------
+
+
+def test_a_module_level_function_is_patched_and_restored(agentaccel_spans: SpanRecorder, register: Register) -> None:
+    mod = models()
+    original = mod.__dict__["tool"]
+    register(AdapterPlugin(FakeAdapter([Patch(MODELS, "tool", target=target("tool", "execute_tool"))])), "fake")
+
+    assert mod.tool(1) == "tool:1"
+    assert span_names(agentaccel_spans) == ["execute_tool tool"]
+    assert mod.tool.__name__ == "tool"
+
+    agentaccel.disable()
+    assert mod.__dict__["tool"] is original
+
+
+def test_a_patched_coroutine_method_stays_a_coroutine_function(agentaccel_spans: SpanRecorder,
+                                                               register: Register) -> None:
+    mod = models()
+    agent_target = Target(framework="fake", operation="invoke_agent", name="arun", mode=Mode.ASYNC)
+    register(AdapterPlugin(FakeAdapter([Patch(MODELS, "Base.arun", target=agent_target)])), "fake")
+
+    # frameworks look before they await: inspect must still see a coroutine function
+    assert inspect.iscoroutinefunction(mod.Base.arun)
+    assert inspect.iscoroutinefunction(mod.Base().arun)
+    assert asyncio.run(mod.Base().arun(1)) == "arun:1"
+    assert span_names(agentaccel_spans) == ["invoke_agent arun"]
+
+
+def test_a_wrapper_patch_of_a_coroutine_method_keeps_it_a_coroutine_function(register: Register) -> None:
+    mod = models()
+    calls: list[tuple[Any, ...]] = []
+
+    def wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        calls.append(args)
+        return wrapped(*args, **kwargs)
+
+    assert inspect.iscoroutinefunction(mod.Base.arun)
+    register(AdapterPlugin(FakeAdapter([Patch(MODELS, "Base.arun", wrapper=wrapper)])), "fake")
+    agentaccel.enable()
+
+    assert asyncio.run(mod.Base().arun(2)) == "arun:2"
+    assert calls == [(2,)]
+    assert inspect.iscoroutinefunction(mod.Base.arun)
+    assert inspect.iscoroutinefunction(mod.Base().arun)

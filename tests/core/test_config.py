@@ -30,6 +30,7 @@ class WidgetConfig:
     ratio: float = 0.5
     enabled: bool = True
     speed: Literal["fast", "slow"] = "fast"
+    level: Literal[1, 2, 3] = 1
     label: str | None = "default"
     tags: list[str] = dataclasses.field(default_factory=list)
     rules: list[Rule] = dataclasses.field(default_factory=list)
@@ -160,6 +161,15 @@ def test_literal_choices(widget: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("AGENTACCEL_WIDGET__SPEED", "medium")
     assert "expected one of 'fast', 'slow', got 'medium'" in enable_error()
+
+
+def test_literal_number_choices(widget: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert section(widget={"level": 2}).level == 2
+    assert "expected one of 1, 2, 3, got 4" in enable_error(widget={"level": 4})
+
+    # environment variables are text: "3" is the choice 3
+    monkeypatch.setenv("AGENTACCEL_WIDGET__LEVEL", "3")
+    assert section().level == 3
 
 
 def test_a_section_that_is_not_a_table(widget: Path) -> None:

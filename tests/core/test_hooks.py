@@ -140,10 +140,12 @@ class Audit:
         register(AuditMiddleware())
 
 
-def test_a_plugin_declares_its_section_and_options_and_configures_from_them(register: Register) -> None:
+def test_a_plugin_declares_its_section_and_options_and_configures_from_them(
+    agentaccel_spans: SpanRecorder, register: Register
+) -> None:
     audit = Audit()
     register(audit, "audit")
-    recorder = SpanRecorder()
+    recorder = agentaccel_spans
 
     recorder.enable(audit={"path": "/var/log/agent.log", "verbose": True})
     assert audit.config == AuditConfig(path="/var/log/agent.log", verbose=True)
@@ -522,7 +524,11 @@ def test_unregister_plugin_while_enabled_with_its_section_configured(register: R
 
         rt = agentaccel.runtime()
         assert rt is not None
-        assert "audit" not in {p.name for p in rt.plugins}
+        assert {p.name: p.status for p in rt.plugins}.get("audit", "absent") != "enabled"
+        assert "audit" not in [mw.name for mw in rt.middleware]
+        assert "audit" not in rt.config.as_dict()
+        lookup(1)
+        assert audit.seen == []
     finally:
         agentaccel.disable()
         with contextlib.suppress(ValueError):

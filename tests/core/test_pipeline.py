@@ -22,7 +22,6 @@ from agentaccel import (
     Mode,
     Outcome,
     PluginError,
-    Proceed,
     Return,
 )
 from agentaccel._call import StreamOutcome
@@ -50,7 +49,8 @@ class MiddlewarePlugin:
 
 
 class Recorder(Middleware):
-    """Proceeds and records the calls it saw and the outcome each was sent; ``log`` gets the global order."""
+    """Proceeds (asking for a stream's chunks with ``collect``) and records the calls it saw and the outcome each
+    was sent; ``log`` gets the global order."""
 
     def __init__(self, name: str, *, log: list[tuple[str, str]] | None = None, collect: bool = False,
                  before: Iterable[str] = (), after: Iterable[str] = ()) -> None:
@@ -65,7 +65,9 @@ class Recorder(Middleware):
     def flow(self, call: agentaccel.Call) -> Iterator[Any]:
         self.calls.append(call)
         self.log.append((self.name, "enter"))
-        outcome = yield Proceed(collect=self.collect)
+        if self.collect:
+            call.collect = True  # asks for a stream's chunks in outcome.value
+        outcome = yield PROCEED
         self.log.append((self.name, "exit"))
         self.outcomes.append(outcome)
 

@@ -9,6 +9,9 @@ class Base:
     def run(self, x: int) -> str:
         return f"run:{x}"
 
+    async def arun(self, x: int) -> str:
+        return f"arun:{x}"
+
     @classmethod
     def create(cls, x: int) -> str:
         return f"create:{cls.__name__}:{x}"
@@ -18,8 +21,17 @@ class Base:
         return f"helper:{x}"
 
 
+def tool(x: int) -> str:
+    """A module-level function an adapter patches."""
+    return f"tool:{x}"
+
+
 class Special(Base):
     """A subclass overriding ``run`` and calling ``super().run``."""
 
     def run(self, x: int) -> str:
         return "special:" + super().run(x)
+
+
+#: A class implemented in C, whose attributes cannot be replaced.
+Number = int
