@@ -116,7 +116,8 @@ def test_demo_runs_an_agent_and_prints_the_trace(subprocess_env: dict[str, str],
     out = result.stdout
     assert "Q: weather in Paris?" in out and "A: tool results: get_weather: Paris" in out
     assert "agentaccel recorded 9 spans:" in out
-    assert "invoke_workflow trip-planner" in out.splitlines()[out.splitlines().index("agentaccel recorded 9 spans:") + 1]
+    lines = out.splitlines()
+    assert "invoke_workflow trip-planner" in lines[lines.index("agentaccel recorded 9 spans:") + 1]
     assert "spans by operation: chat=4, execute_tool=2, invoke_agent=2, invoke_workflow=1" in out
     assert "mock LLM served 4 chat requests" in out
 

@@ -32,7 +32,7 @@ def test_refuses_and_records_connections_and_lookups() -> None:
             sock.connect_ex(("10.1.2.3", 80))
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp, pytest.raises(NonLoopbackConnection):
             udp.sendto(b"x", ("10.1.2.3", 53))
-        with pytest.raises(socket.gaierror, match="name lookup of 'example.com'"):
+        with pytest.raises(socket.gaierror, match=r"name lookup of 'example\.com'"):
             socket.getaddrinfo("example.com", 443)
         with pytest.raises(OSError):  # create_connection goes through the lookup
             socket.create_connection(("example.com", 443), timeout=1)
