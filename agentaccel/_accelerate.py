@@ -27,7 +27,7 @@ def _mode_of(fn: Callable[..., Any]) -> Mode:
 def _arguments_request(fn: Callable[..., Any]) -> Callable[[Call], Mapping[str, Any]]:
     """The default normalized request: the call's arguments bound to their parameter names (``self``/``cls``
     left out), so ``f(1, b=2)`` and ``f(a=1, b=2)`` are the same request."""
-    signature = inspect.signature(fn)
+    signature = inspect.signature(getattr(fn, "__func__", fn))  # through staticmethod / classmethod
     parameters = list(signature.parameters)
     bound_first = bool(parameters) and parameters[0] in ("self", "cls")
 

@@ -162,8 +162,8 @@ class Adapter:
             return
         wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
         assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
-        sync = patch.target is None or patch.target.mode is Mode.SYNC
-        wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType), closure=sync)
+        wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType),
+                                closure=patch.target is None or patch.target.mode is Mode.SYNC)
         try:
             setattr(owner, attribute, wrapper)
         except (AttributeError, TypeError) as exc:  # a built-in or frozen type

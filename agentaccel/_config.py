@@ -233,6 +233,8 @@ def _convert(value: Any, hint: Any, path: str, *, from_text: bool, origin: str =
                 errors.append(str(exc))
         raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {_name(hint)}, got {value!r}")
     if origin_type is Literal:
+        if from_text:  # an environment variable's text stands for the choice it spells
+            value = next((a for a in args if str(a).lower() == str(value).strip().lower()), value)
         if value in args:
             return value
         raise ConfigError(f"{where}: expected one of {', '.join(repr(a) for a in args)}, got {value!r}"

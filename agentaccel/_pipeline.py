@@ -78,7 +78,9 @@ class Middleware:
 
 
 def order(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
-    """Sort by the before/after constraints, keeping registration order where they leave a choice."""
+    """Sort by the before/after constraints, keeping registration order where they leave a choice: each
+    middleware, in registration order, is placed right after the ones that must be outside it, so one that asks
+    to be outside ``tracing`` moves in front of it and nothing else moves."""
     by_name: dict[str, Middleware] = {}
     for mw in middleware:
         if not mw.name:
@@ -86,20 +88,29 @@ def order(middleware: Sequence[Middleware]) -> tuple[Middleware, ...]:
         if mw.name in by_name:
             raise PluginError(f"two middleware are named {mw.name!r}; names must be unique")
         by_name[mw.name] = mw
-    inner: dict[str, set[str]] = {name: set() for name in by_name}  # name -> names that must run inside it
+    outer: dict[str, list[str]] = {name: [] for name in by_name}  # name -> names that must run outside it
     for mw in middleware:
-        inner[mw.name].update(n for n in mw.before if n in by_name)
-        for outer in mw.after:
-            if outer in by_name:
-                inner[outer].add(mw.name)
+        outer[mw.name].extend(n for n in mw.after if n in by_name)
+        for inside in mw.before:
+            if inside in by_name:
+                outer[inside].append(mw.name)
     result: list[Middleware] = []
-    pending = list(by_name)
-    while pending:
-        ready = next((n for n in pending if not any(n in inner[o] for o in pending if o != n)), None)
-        if ready is None:
-            raise PluginError(f"middleware order has a cycle among: {', '.join(pending)}; check their before/after")
-        pending.remove(ready)
-        result.append(by_name[ready])
+    placing: list[str] = []
+
+    def place(name: str) -> None:
+        if by_name[name] in result:
+            return
+        if name in placing:
+            cycle = placing[placing.index(name):]
+            raise PluginError(f"middleware order has a cycle among: {', '.join(cycle)}; check their before/after")
+        placing.append(name)
+        for first in outer[name]:
+            place(first)
+        placing.pop()
+        result.append(by_name[name])
+
+    for name in by_name:
+        place(name)
     return tuple(result)
 
 

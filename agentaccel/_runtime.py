@@ -114,8 +114,9 @@ def load_configuration(sections: Mapping[str, Any], extra: Mapping[str, Any] | N
 def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
     pm, infos, spec, config = load_configuration(sections, extra)
     by_name = {info.name: info for info in infos}
-    configured = _call_each(pm, by_name, "agentaccel_configure", config=config)
+    configured: list[str] = []
     try:
+        _call_each(pm, by_name, "agentaccel_configure", succeeded=configured, config=config)
         middleware: list[Middleware] = []
         _call_each(pm, by_name, "agentaccel_register_middleware", collect=middleware, configured=configured,
                    config=config)
@@ -130,20 +131,26 @@ def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
         _unconfigure(pm, config, configured)
         raise
     for adapter in adapters:
-        adapter.instrument()
+        try:
+            adapter.instrument()
+        except Exception as exc:  # an adapter bug leaves that framework uninstrumented, not the process broken
+            adapter.uninstrument()
+            adapter.problems.append(f"instrument() raised {type(exc).__name__}: {exc}")
+            log.error("agentaccel adapter %r failed to instrument and is inactive", adapter.name, exc_info=exc)
     return rt
 
 
 def _call_each(pm: pluggy.PluginManager, infos: Mapping[str, PluginInfo], hook: str, *,
-               collect: list[Any] | None = None, configured: list[str] | None = None, **kwargs: Any) -> list[str]:
-    """Call each implementation of ``hook`` in registration order; return the names of the plugins whose
-    implementation returned normally.
+               collect: list[Any] | None = None, configured: list[str] | None = None,
+               succeeded: list[str] | None = None, **kwargs: Any) -> list[str]:
+    """Call each implementation of ``hook`` in registration order; return (and add to ``succeeded``) the names
+    of the plugins whose implementation returned normally.
 
     A plugin whose hook raises (other than a ConfigError, which is the user's to fix) is marked failed, loses
     what it registered in this hook (with ``collect`` each implementation gets its own ``register``), is
     unconfigured if it had been configured (``configured``), and is unregistered; the others go on.
     """
-    succeeded = []
+    succeeded = [] if succeeded is None else succeeded
     for impl in getattr(pm.hook, hook).get_hookimpls():
         items: list[Any] = []
         arguments = kwargs if collect is None else {**kwargs, "register": _collector(items)}

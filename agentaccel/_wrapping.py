@@ -4,22 +4,24 @@ kwargs)``."""
 from __future__ import annotations
 
 import functools
+import inspect
 import types
 from collections.abc import Callable
 from typing import Any
 
+_NOT_PLAIN = inspect.CO_COROUTINE | inspect.CO_GENERATOR | inspect.CO_ASYNC_GENERATOR | inspect.CO_ITERABLE_COROUTINE
 WrapperFn = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
-def wrap_callable(original: Any, wrapper: WrapperFn, *, method: bool, closure: bool) -> Any:
+def wrap_callable(original: Any, wrapper: WrapperFn, *, method: bool, closure: bool = True) -> Any:
     """Wrap ``original``: a function, or with ``method`` a plain function found in a class's ``__dict__``.
 
-    Where ``closure`` allows it, a plain function gets a closure: about a quarter of wrapt's per-call cost, and
-    no wrapt import (which pulls in asyncio) at start-up. Callers allow it only for sync functions, since
-    ``inspect`` must still see a coroutine or generator function through the wrapper, which wrapt's
-    ``FunctionWrapper`` (used for everything else, descriptors included) provides.
+    A plain sync function gets a closure (unless ``closure`` is False): about a quarter of wrapt's per-call
+    cost, and no wrapt import (which pulls in asyncio) at start-up. Everything else gets wrapt's
+    ``FunctionWrapper``: descriptors (classmethod, staticmethod …) need its binding, and coroutine and generator
+    functions must still look like one to ``inspect`` through the wrapper.
     """
-    if not closure or not isinstance(original, types.FunctionType):
+    if not closure or not isinstance(original, types.FunctionType) or original.__code__.co_flags & _NOT_PLAIN:
         import wrapt
 
         return wrapt.FunctionWrapper(original, wrapper)

@@ -126,7 +126,7 @@ def test_unparsable_environment_text(widget: Path, monkeypatch: pytest.MonkeyPat
     ({"ttl": True}, "widget.ttl", "expected an integer, got bool True"),
     ({"ratio": False}, "widget.ratio", "expected a number, got bool False"),
     ({"enabled": "yes"}, "widget.enabled", "expected true or false, got str 'yes'"),
-    ({"tags": "a,b"}, "widget.tags", "expected a list of a string"),
+    ({"tags": "a,b"}, "widget.tags", "expected a list of str values"),
     ({"tags": ["a", 2]}, "widget.tags[1]", "expected a string, got int 2"),
     ({"rules": [{"name": "ok"}, {"name": "bad", "ttl": "long"}]}, "widget.rules[1].ttl",
      "expected an integer, got str 'long'"),
