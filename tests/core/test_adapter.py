@@ -5,10 +5,12 @@ that cannot apply."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib
 import importlib.metadata
 import inspect
+import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -292,33 +294,105 @@ def test_a_patch_that_cannot_be_set_is_skipped_and_the_rest_applied(
     assert span_names(agentaccel_spans) == ["invoke_agent Base.run"]
 
 
-def test_an_adapter_that_cannot_instrument_leaves_nothing_patched(register: Register) -> None:
+BROKEN_ADAPTER_SCRIPT = """
+import contextlib
+import json
+import os
+import signal
+import threading
+
+import fakeframework.models as models
+
+import agentaccel
+from agentaccel import Adapter, Mode, Patch, Target
+
+original_run = models.Base.__dict__["run"]
+original_start = threading.Thread.__dict__["start"]
+log = []
+
+
+class FakeAdapter(Adapter):
+    name = "fake"
+
+    def __init__(self, patches, requires=()):
+        super().__init__()
+        self._patches = patches
+        self.requires = requires
+
+    def patches(self):
+        return self._patches
+
+
+target = Target(framework="fake", operation="invoke_agent", name="run", mode=Mode.SYNC)
+good = FakeAdapter([Patch("fakeframework.models", "Base.run", target=target)])
+bad = FakeAdapter([Patch("fakeframework.models", "Base.create", target=target)], requires=("not a requirement!",))
+
+
+class Plugin:
+    @agentaccel.hookimpl
+    def agentaccel_configure(self):
+        log.append("configure")
+
+    @agentaccel.hookimpl
+    def agentaccel_unconfigure(self):
+        log.append("unconfigure")
+
+    @agentaccel.hookimpl
+    def agentaccel_register_adapters(self, register):
+        register(good)
+        register(bad)
+
+
+agentaccel.register_plugin(Plugin(), "broken-adapter")
+with contextlib.suppress(ValueError):
+    agentaccel.enable()
+agentaccel.disable()
+state = {"run_restored": models.Base.__dict__["run"] is original_run,
+         "thread_start_restored": threading.Thread.__dict__["start"] is original_start, "log": log}
+
+# and agentaccel still works afterwards: threads start, and carry the context
+agentaccel.unregister_plugin("broken-adapter")
+agentaccel.enable()
+ran = []
+
+
+def hung(*_):
+    raise TimeoutError
+
+
+signal.signal(signal.SIGALRM, hung)
+signal.alarm(10)
+try:
+    thread = threading.Thread(target=ran.append, args=(1,), daemon=True)
+    thread.start()
+    thread.join()
+    state["thread_ran"] = ran == [1]
+except TimeoutError:
+    state["thread_ran"] = False
+signal.alarm(0)
+print(json.dumps(state), flush=True)
+os._exit(0)  # a thread that never started must not keep this process alive
+"""
+
+
+@pytest.mark.slow
+def test_an_adapter_that_cannot_instrument_leaves_nothing_patched(tmp_path: Path,
+                                                                   subprocess_env: dict[str, str]) -> None:
     # The second adapter's requirement cannot even be parsed. Whether enable() reports that or goes on without
-    # it, nothing may stay patched once agentaccel is disabled, and configured plugins must be unconfigured.
-    base = models().Base
-    original = base.__dict__["run"]
-    log: list[str] = []
+    # it, nothing may stay patched once agentaccel is disabled (a leaked threading patch, wrapped again by the
+    # next enable(), makes every Thread.start() hang), and configured plugins must be unconfigured. In a child
+    # process, so that a leak cannot break the tests that follow.
+    script = tmp_path / "app.py"
+    script.write_text(BROKEN_ADAPTER_SCRIPT)
+    env = {**subprocess_env,
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), subprocess_env["PYTHONPATH"]])}
+    done = subprocess.run([sys.executable, str(script)], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
 
-    class Plugin(AdapterPlugin):
-        @agentaccel.hookimpl
-        def agentaccel_configure(self) -> None:
-            log.append("configure")
-
-        @agentaccel.hookimpl
-        def agentaccel_unconfigure(self) -> None:
-            log.append("unconfigure")
-
-    good = FakeAdapter([Patch(MODELS, "Base.run", target=target("Base.run"))])
-    bad = FakeAdapter([Patch(MODELS, "Base.create", target=target("create"))], requires=("not a requirement!",))
-    register(Plugin(good, bad), "fake")
-
-    with contextlib.suppress(ValueError):
-        agentaccel.enable()
-    agentaccel.disable()
-
-    assert base.__dict__["run"] is original
-    assert not good.instrumented
-    assert log in ([], ["configure", "unconfigure"])
+    state = json.loads(done.stdout)
+    assert state.pop("log") in ([], ["configure", "unconfigure"])
+    assert state == {"run_restored": True, "thread_start_restored": True, "thread_ran": True}
 
 
 def test_a_wrapper_patch_runs_the_wrapper(register: Register) -> None:
