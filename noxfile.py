@@ -1,7 +1,9 @@
 """The test matrix. `python3 -m uv tool run --from 'nox[uv]' nox` runs every session (the README's test command).
 
-Sessions run through uv: the core in the workspace's locked environment, and (as they arrive) each adapter in
-an environment of its own, because agent frameworks pin conflicting versions of each other's dependencies.
+Each session runs through uv in an environment of its own under .nox/: the core without any plugin installed (so
+entry-point discovery sees only what the core ships), the plugins with every workspace member, and — as they
+arrive — each framework adapter with its framework, because frameworks pin conflicting versions of each other's
+dependencies.
 """
 
 from __future__ import annotations
@@ -9,16 +11,20 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "none"
 nox.options.error_on_missing_interpreters = True
 UV = [shutil.which("uv") or sys.executable, *([] if shutil.which("uv") else ["-m", "uv"])]
+ROOT = Path(__file__).parent
 
 
-def _uv_run(session: nox.Session, *args: str) -> None:
-    session.run(*UV, "run", "--locked", "--group", "dev", *args, external=True)
+def _uv_run(session: nox.Session, environment: str, *args: str, all_packages: bool = False) -> None:
+    env = {"UV_PROJECT_ENVIRONMENT": str(ROOT / ".nox" / f"{environment}-env")}
+    packages = ["--all-packages"] if all_packages else []
+    session.run(*UV, "run", "--locked", "--exact", *packages, "--group", "dev", *args, external=True, env=env)
 
 
 def _ensure_redis_server(session: nox.Session) -> None:
@@ -34,11 +40,17 @@ def _ensure_redis_server(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    _uv_run(session, "ruff", "check", ".")
-    _uv_run(session, "mypy")
+    _uv_run(session, "plugins", "ruff", "check", ".", all_packages=True)
+    _uv_run(session, "plugins", "mypy", all_packages=True)
 
 
 @nox.session
 def core(session: nox.Session) -> None:
     _ensure_redis_server(session)
-    _uv_run(session, "pytest", "tests/core", *session.posargs)
+    _uv_run(session, "core", "pytest", "tests/core", *session.posargs)
+
+
+@nox.session
+def plugins(session: nox.Session) -> None:
+    _ensure_redis_server(session)
+    _uv_run(session, "plugins", "pytest", "tests/plugins", *session.posargs, all_packages=True)

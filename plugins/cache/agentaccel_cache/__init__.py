@@ -1,0 +1,1 @@
+"""agentaccel-cache (under construction)."""

@@ -1,0 +1,1 @@
+"""The agentaccel-cache plugin's hook implementations (under construction)."""

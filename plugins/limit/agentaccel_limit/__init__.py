@@ -1,0 +1,1 @@
+"""agentaccel-limit (under construction)."""

@@ -1,0 +1,1 @@
+"""The agentaccel-limit plugin's hook implementations (under construction)."""
