@@ -13,6 +13,7 @@ from typing import Any
 
 from agentaccel._accelerate import accelerate, wrap
 from agentaccel._adapter import Adapter, Patch
+from agentaccel._breaker import CircuitBreaker
 from agentaccel._call import (
     CHAT,
     EMBEDDINGS,
@@ -26,6 +27,7 @@ from agentaccel._call import (
     CodecError,
     Mode,
     Outcome,
+    StreamOutcome,
     Target,
 )
 from agentaccel._config import Config, ConfigSpec
@@ -33,7 +35,7 @@ from agentaccel._context import current_options, current_scope, options, scope
 from agentaccel._errors import AgentAccelError, ConfigError, PluginError
 from agentaccel._pipeline import PROCEED, Io, Middleware, Proceed, Return, plugin_failures
 from agentaccel._plugins import hookimpl
-from agentaccel._runtime import Runtime, disable, enable, runtime
+from agentaccel._runtime import Runtime, disable, enable, load_config, runtime
 
 
 def register_plugin(plugin: Any, name: str) -> None:
@@ -66,6 +68,7 @@ __all__ = [
     "Adapter",
     "AgentAccelError",
     "Call",
+    "CircuitBreaker",
     "Codec",
     "CodecError",
     "Config",
@@ -80,6 +83,7 @@ __all__ = [
     "Proceed",
     "Return",
     "Runtime",
+    "StreamOutcome",
     "Target",
     "__version__",
     "accelerate",
@@ -88,6 +92,7 @@ __all__ = [
     "disable",
     "enable",
     "hookimpl",
+    "load_config",
     "options",
     "plugin_failures",
     "register_plugin",

@@ -30,15 +30,29 @@ def _arguments_request(fn: Callable[..., Any]) -> Callable[[Call], Mapping[str, 
     signature = inspect.signature(getattr(fn, "__func__", fn))  # through staticmethod / classmethod
     parameters = list(signature.parameters)
     bound_first = bool(parameters) and parameters[0] in ("self", "cls")
+    function = f"{fn.__module__}.{fn.__qualname__}"
+    simple = all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in signature.parameters.values())
+    positional = [p.name for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    defaults = {p.name: p.default for p in signature.parameters.values() if p.default is not p.empty}
+    names = frozenset(parameters)
 
     def request(call: Call) -> Mapping[str, Any]:
         args = (call.instance, *call.args) if bound_first and call.instance is not None else call.args
-        bound = signature.bind(*args, **call.kwargs)
-        bound.apply_defaults()
-        arguments = dict(bound.arguments)
+        # Signature.bind costs ~5 us; for the common signature (no *args, **kwargs or positional-only) a dict
+        # built from the names does the same, and anything unusual or wrong takes the exact path.
+        arguments: dict[str, Any] | None = None
+        if (simple and len(args) <= len(positional) and call.kwargs.keys() <= names
+                and not any(k in positional[:len(args)] for k in call.kwargs)):
+            arguments = {**defaults, **dict(zip(positional, args, strict=False)), **call.kwargs}
+            if len(arguments) != len(parameters):
+                arguments = None  # a missing or an unknown argument: let bind() say which
+        if arguments is None:
+            bound = signature.bind(*args, **call.kwargs)
+            bound.apply_defaults()
+            arguments = dict(bound.arguments)
         if bound_first and call.instance is not None:
             arguments.pop(parameters[0])
-        return {"function": f"{fn.__module__}.{fn.__qualname__}", "arguments": arguments}
+        return {"function": function, "arguments": arguments}
 
     return request
 

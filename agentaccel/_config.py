@@ -51,6 +51,8 @@ class ConfigSpec:
 
     def add_option(self, name: str, type: Any, help: str) -> None:
         """Declare a per-call option accepted by ``agentaccel.options(name=...)``."""
+        if name in self.options:
+            raise ConfigError(f"per-call option {name!r} is declared by two plugins; prefix it with the plugin's name")
         self.options[name] = Option(name, type, help)
 
     def check_options(self, options: Mapping[str, Any]) -> None:

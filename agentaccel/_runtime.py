@@ -111,6 +111,12 @@ def load_configuration(sections: Mapping[str, Any], extra: Mapping[str, Any] | N
     return pm, infos, spec, load(spec, sections, ignored_sections=ignored, extra=extra)
 
 
+def load_config(**sections: Mapping[str, Any]) -> Config:
+    """The configuration ``enable(**sections)`` would use, read and validated without enabling anything (for a
+    plugin's command-line tools). Raises ConfigError."""
+    return load_configuration(sections)[3]
+
+
 def _build(sections: Mapping[str, Any], extra: Mapping[str, Any]) -> Runtime:
     pm, infos, spec, config = load_configuration(sections, extra)
     by_name = {info.name: info for info in infos}

@@ -1,0 +1,196 @@
+"""The ``cache`` middleware: every decision of a cached call, written once as a flow the pipeline drives for sync,
+async and streaming calls alike. I/O (waiting for a flight, Redis, SQLite) goes out as Io effects.
+
+A call goes: policy and key -> L1 -> in-process flight (wait for an identical call in progress) -> L2 -> L2
+lease (wait for an identical call in another process) -> upstream -> store in L1 (waking local waiters), then L2
+(releasing the lease). Every L2 step goes through the circuit breaker, and any L2 failure means "go on without
+L2", never a failed call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Generator
+from functools import partial
+from typing import Any
+
+from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Return
+from agentaccel_cache import keys
+from agentaccel_cache.cache import Cache
+from agentaccel_cache.policy import Policy
+from agentaccel_cache.singleflight import TIMEOUT, Flight
+from agentaccel_cache.values import Entry, make_entry, to_result
+
+log = logging.getLogger("agentaccel.cache")
+RESULT = "agentaccel.cache.result"
+LAYER = "agentaccel.cache.layer"
+KEY = "agentaccel.cache.key"
+HIT, MISS, COALESCED, BYPASS, ERROR = "hit", "miss", "coalesced", "bypass", "error"
+
+
+class _Unavailable:
+    """What an L2 step gives back when the backend failed or the breaker kept us away from it."""
+
+    __slots__ = ()
+
+
+UNAVAILABLE = _Unavailable()
+_NO_DATA: Any = object()  # "decode the entry's text" (an L2 hit passes the data it already parsed)
+Flow = Generator[Io | Return | Any, Any, None]
+
+
+class CacheMiddleware(Middleware):
+    name = "cache"
+    after = ("tracing", "profile")
+    before = ("limit", "pool")
+
+    def __init__(self, cache: Cache) -> None:
+        self.cache = cache
+
+    def flow(self, call: Call) -> Flow:
+        cache = self.cache
+        policy = cache.policies.for_call(call)
+        digest = None
+        if policy is not None:
+            with contextlib.suppress(keys.Unkeyable):  # not JSON data: no stable key, so no caching
+                digest = keys.digest(call, cache.namespace)
+        if digest is None:
+            call.annotate(RESULT, BYPASS)
+            cache.stats.count(BYPASS)
+            yield PROCEED
+            return
+        assert policy is not None
+        call.annotate(KEY, digest)
+        refresh = bool(call.options.get("refresh"))
+        flight: Flight | None = None
+        if not refresh:
+            entry = cache.l1.get(digest)
+            if entry is not None:
+                yield self._serve(call, entry, HIT, "l1")
+                return
+            while True:
+                flight, leading = cache.flights.join(digest)
+                if leading:
+                    break
+                waited = yield Io(partial(flight.wait, cache.lease), partial(flight.wait_async, cache.lease))
+                if isinstance(waited, Entry):
+                    yield self._serve(call, waited, COALESCED, "l1")
+                    return
+                flight = None
+                if waited is TIMEOUT:
+                    break  # the leader outlived its lease: call upstream without leading
+                # The leader stored nothing (it failed): try to lead this time.
+        yield from self._lead(call, cache, policy, digest, flight, refresh)
+
+    def _lead(self, call: Call, cache: Cache, policy: Policy, digest: str, flight: Flight | None,
+              refresh: bool) -> Flow:
+        backend = cache.backend
+        key = backend.entry_key(keys.label(call), digest) if backend is not None else ""
+        entry: Entry | None = None
+        token: str | None = None
+        result = MISS
+        try:
+            if backend is not None and not refresh:
+                found, token, result = yield from self._remote_lookup(call, key, digest)
+                if found is not None:
+                    loaded, data = found
+                    cache.l1.put(digest, loaded)
+                    if flight is not None:
+                        cache.flights.finish(digest, flight, loaded)
+                    yield self._serve(call, loaded, result, "l2", data)
+                    return
+            call.annotate(RESULT, result)
+            cache.stats.count(result)
+            stream = call.target.mode.is_stream
+            if stream:
+                call.collect = True
+            start = time.perf_counter()
+            outcome = yield PROCEED
+            entry = self._entry(call, outcome, policy, stream, time.perf_counter() - start)
+            if entry is not None:
+                cache.l1.put(digest, entry)
+        finally:
+            if flight is not None:  # also when the call failed or was abandoned: waiters must never hang
+                cache.flights.finish(digest, flight, entry)
+        if backend is not None and (entry is not None or token is not None):
+            blob = cache.dump(key, entry) if entry is not None else None
+            yield from self._remote(backend.store(key, digest, blob, policy.ttl, policy.tags, token))
+
+    def _remote_lookup(self, call: Call, key: str, digest: str
+                       ) -> Generator[Io, Any, tuple[tuple[Entry, Any] | None, str | None, str]]:
+        """L2, then its lease: (entry and data, None, hit|coalesced) when it was there or another process made
+        it meanwhile; (None, lease token or None, miss|error) when this call must go upstream."""
+        cache = self.cache
+        backend = cache.backend
+        assert backend is not None
+        blob = yield from self._remote(backend.get(key))
+        deadline = None
+        waited = invalid = False
+        while True:
+            if blob is UNAVAILABLE:
+                return None, None, ERROR
+            if blob is not None:
+                found = cache.load(key, blob)
+                if found is not None:
+                    return found, None, COALESCED if waited else HIT
+                invalid = True  # a planted or tampered entry: only a fresh call can replace it
+            if not backend.locks:
+                return None, None, MISS
+            # Atomically "the entry, else the lease": bytes, our token, or None while another process holds it.
+            taken = yield from self._remote(backend.acquire(key, digest, cache.lease, not invalid))
+            if isinstance(taken, bytes):
+                blob = taken
+                continue
+            if taken is UNAVAILABLE:
+                return None, None, ERROR
+            if taken is not None:
+                return None, taken, MISS
+            now = time.monotonic()
+            deadline = deadline or now + cache.lease
+            if now >= deadline:
+                return None, None, MISS  # waited a whole lease for a moving target: go upstream alone
+            blob = yield from self._remote(backend.wait(key, digest, deadline - now))
+            waited = True
+
+    def _remote(self, io: Io) -> Generator[Io, Any, Any]:
+        """One L2 step through the breaker: its result, or UNAVAILABLE. Never raises a backend error."""
+        cache = self.cache
+        assert cache.backend is not None
+        if not cache.breaker.allow():
+            return UNAVAILABLE
+        try:
+            value = yield io
+        except cache.backend.errors as exc:
+            cache.breaker.failure(exc)
+            cache.stats.backend_error()
+            return UNAVAILABLE
+        cache.breaker.success()
+        return value
+
+    def _serve(self, call: Call, entry: Entry, result: str, layer: str, data: Any = _NO_DATA) -> Return:
+        call.annotate(RESULT, result)
+        call.annotate(LAYER, layer)
+        self.cache.stats.served(result, layer, entry)
+        codec = call.target.codec
+        return Return(entry.result(codec) if data is _NO_DATA else to_result(codec, entry.stream, data))
+
+    def _entry(self, call: Call, outcome: Outcome, policy: Policy, stream: bool, duration: float) -> Entry | None:
+        """What to store: nothing for an error, a cancelled call or a stream not read to its end."""
+        if not outcome.completed or (stream and outcome.value is None):
+            return None
+        target = call.target
+        usage: Any = {}
+        if target.describe is not None:
+            last = getattr(outcome, "last", None) if stream else outcome.value
+            try:
+                usage = target.describe(last) if last is not None else {}
+            except Exception:
+                usage = {}  # the adapter's describe() failing costs the saved-token count, nothing else
+        try:
+            return make_entry(target.codec, outcome.value, stream, duration, usage, policy.ttl, policy.tags)
+        except Exception as exc:
+            # Not JSON data after the codec (or the codec failed): this result is simply not cached.
+            log.debug("agentaccel cache: result of %r not stored: %s", call, exc)
+            return None

@@ -1,0 +1,40 @@
+"""Process-wide counters, bumped on the hot path with plain arithmetic under a lock and read by OpenTelemetry's
+observable instruments at collection time (an SDK ``Counter.add`` per call would cost more than an L1 hit)."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from agentaccel_cache.values import Entry
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.results: Counter[tuple[str, str]] = Counter()  # (result, layer) -> calls
+        self.time_saved = 0.0
+        self.input_tokens_saved = 0
+        self.output_tokens_saved = 0
+        self.invalid_entries = 0
+        self.backend_errors = 0
+        self._lock = threading.Lock()
+
+    def count(self, result: str, layer: str = "") -> None:
+        with self._lock:
+            self.results[(result, layer)] += 1
+
+    def served(self, result: str, layer: str, entry: Entry) -> None:
+        """A call answered from the cache: it saved the original call's time and tokens."""
+        with self._lock:
+            self.results[(result, layer)] += 1
+            self.time_saved += entry.duration
+            self.input_tokens_saved += entry.input_tokens
+            self.output_tokens_saved += entry.output_tokens
+
+    def invalid(self) -> None:
+        with self._lock:
+            self.invalid_entries += 1
+
+    def backend_error(self) -> None:
+        with self._lock:
+            self.backend_errors += 1

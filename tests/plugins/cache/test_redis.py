@@ -1,0 +1,218 @@
+"""L2 on a real redis-server: hits per layer, promotion, planted and tampered entries, outages and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from cache_helpers import cache, results
+
+import agentaccel
+from agentaccel.testing.pytest_plugin import SpanRecorder
+from agentaccel.testing.redis_server import RedisServer
+
+
+def model(calls: list[str], name: str = "redis-model") -> Any:
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name=name)
+    def chat(q: str) -> dict[str, str]:
+        calls.append(q)
+        return {"answer": q.upper()}
+
+    return chat
+
+
+def entry_keys(client: redis.Redis, namespace: str) -> list[bytes]:
+    return sorted(client.scan_iter(match=f"{namespace}:e:*"))
+
+
+def test_l2_hit_promotion_and_layers(agentaccel_spans: SpanRecorder, redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t1"})
+    calls: list[str] = []
+    chat = model(calls)
+    assert chat("a") == {"answer": "A"}
+    client = redis.Redis.from_url(redis_server.url)
+    assert [k.split(b":")[:2] for k in entry_keys(client, "t1")] == [[b"t1", b"e"]]  # prefix = namespace
+    cache().l1.clear()  # as in another process: only L2 has it
+    assert chat("a") == {"answer": "A"}
+    assert chat("a") == {"answer": "A"}  # promoted: served by L1 now
+    assert calls == ["a"]
+    spans = agentaccel_spans.spans()
+    assert results(spans) == ["miss", "hit", "hit"]
+    assert [s.attributes.get("agentaccel.cache.layer") for s in spans] == [None, "l2", "l1"]
+
+
+def test_async_l2_hit(agentaccel_spans: SpanRecorder, redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t2"})
+    calls: list[str] = []
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="async-redis")
+    async def achat(q: str) -> list[str]:
+        calls.append(q)
+        return [q]
+
+    assert asyncio.run(achat("x")) == ["x"]
+    cache().l1.clear()
+    assert asyncio.run(achat("x")) == ["x"]  # a new event loop: its own asyncio client
+    assert calls == ["x"]
+    assert agentaccel_spans.spans()[-1].attributes["agentaccel.cache.layer"] == "l2"
+
+
+def test_l2_ttl_expiry(agentaccel_spans: SpanRecorder, redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t3", "max_bytes": 0})
+    calls: list[str] = []
+    chat = model(calls)
+    with agentaccel.options(ttl=0.3):
+        chat("a")
+    chat("a")
+    assert calls == ["a"]
+    client = redis.Redis.from_url(redis_server.url)
+    assert 0 < client.pttl(entry_keys(client, "t3")[0]) <= 300
+    time.sleep(0.4)
+    chat("a")
+    assert calls == ["a", "a"]
+
+
+class Exploit:
+    """Unpickling this would create the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> Any:
+        return (Path.touch, (self.marker,))
+
+
+def test_planted_pickle_payload_is_a_miss_and_runs_nothing(agentaccel_spans: SpanRecorder,
+                                                           redis_server: RedisServer, tmp_path: Path) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t4"})
+    calls: list[str] = []
+    chat = model(calls)
+    chat("a")
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = entry_keys(client, "t4")
+    marker = tmp_path / "pwned"
+    client.set(key, pickle.dumps(Exploit(marker)))
+    cache().l1.clear()
+    assert chat("a") == {"answer": "A"}
+    assert calls == ["a", "a"] and not marker.exists()
+    assert cache().stats.invalid_entries == 1
+    assert client.get(key).startswith(b"aac1")  # the miss stored a good entry over it
+
+
+def test_tampered_and_unsigned_entries_are_misses_when_signing(agentaccel_spans: SpanRecorder,
+                                                               redis_server: RedisServer) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t5"})
+    calls: list[str] = []
+    chat = model(calls)
+    chat("unsigned")
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t5", "secret": "s3cret"})
+    assert chat("unsigned") == {"answer": "UNSIGNED"} and calls == ["unsigned", "unsigned"]
+    assert cache().stats.invalid_entries == 1
+
+    chat("signed")
+    keys_now = entry_keys(client, "t5")
+    signed = {k: client.get(k) for k in keys_now}
+    target = next(k for k, v in signed.items() if b"SIGNED" in v and b"UNSIGNED" not in v)
+    client.set(target, signed[target].replace(b"SIGNED", b"HACKED"))
+    cache().l1.clear()
+    assert chat("signed") == {"answer": "SIGNED"}
+    assert calls.count("signed") == 2
+    assert cache().stats.invalid_entries == 2
+
+    # A valid entry copied under another key (say, another tenant's) fails too: the MAC covers the key.
+    with agentaccel.scope(tenant="victim"):
+        chat("signed")
+    victim = next(k for k in entry_keys(client, "t5") if k not in signed)
+    client.set(victim, client.get(target))
+    cache().l1.clear()
+    with agentaccel.scope(tenant="victim"):
+        chat("signed")
+    assert cache().stats.invalid_entries == 3
+
+
+def test_redis_outage_never_fails_a_call_and_recovery(agentaccel_spans: SpanRecorder,
+                                                      redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t6", "breaker_failures": 2,
+                                   "breaker_reset": 0.3})
+    calls: list[str] = []
+    chat = model(calls)
+    chat("before")
+    redis_server.stop()
+    for i in range(20):
+        assert chat(f"q{i % 5}") == {"answer": f"Q{i % 5}"}  # L1 still serves what it holds
+    assert calls.count("q0") == 1
+    breaker = cache().breaker
+    assert breaker.opened >= 1 and breaker.state != "closed"
+    assert cache().stats.backend_errors >= 2
+
+    async def during_outage() -> Any:
+        return await asyncio.gather(*(_async_model(str(i)) for i in range(5)))
+
+    assert asyncio.run(during_outage()) == [[str(i)] for i in range(5)]
+
+    redis_server.start()  # same port
+    time.sleep(0.35)  # the breaker's open period
+    chat("after")  # the probe succeeds: L2 is used again
+    assert breaker.state == "closed"
+    client = redis.Redis.from_url(redis_server.url)
+    assert len(entry_keys(client, "t6")) == 1
+    cache().l1.clear()
+    chat("after")
+    assert agentaccel_spans.spans()[-1].attributes["agentaccel.cache.layer"] == "l2"
+    assert calls.count("after") == 1
+
+
+@agentaccel.accelerate(operation=agentaccel.CHAT, name="async-outage")
+async def _async_model(q: str) -> list[str]:
+    return [q]
+
+
+def test_killed_redis_mid_run(agentaccel_spans: SpanRecorder, redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t7"})
+    chat = model([])
+    chat("a")
+    redis_server.kill()
+    assert [chat(q) for q in "abcdef"] == [{"answer": q.upper()} for q in "abcdef"]
+    assert "error" in results(agentaccel_spans.spans())
+
+
+def test_unreachable_redis_at_enable_is_not_an_error(agentaccel_spans: SpanRecorder) -> None:
+    agentaccel_spans.enable(cache={"backend": "redis://127.0.0.1:1/0", "namespace": "t8"})
+    calls: list[str] = []
+    chat = model(calls)
+    assert chat("a") == chat("a") == {"answer": "A"}
+    assert calls == ["a"]
+
+
+@pytest.mark.parametrize("stream_kind", ["sync", "async"])
+def test_stream_replay_from_l2(agentaccel_spans: SpanRecorder, redis_server: RedisServer, stream_kind: str) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t9", "max_bytes": 0})
+    chunks = [{"delta": "a"}, {"delta": "b"}, {"delta": "c", "finish_reason": "stop"}]
+    calls: list[int] = []
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="sync-stream")
+    def stream(q: str) -> Any:
+        calls.append(1)
+        yield from chunks
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="async-stream")
+    async def astream(q: str) -> Any:
+        calls.append(1)
+        for chunk in chunks:
+            yield chunk
+
+    async def consume() -> list[Any]:
+        return [c async for c in astream("q")]
+
+    def read() -> list[Any]:
+        return list(stream("q")) if stream_kind == "sync" else asyncio.run(consume())
+
+    assert read() == read() == chunks
+    assert calls == [1]
+    assert agentaccel_spans.spans()[-1].attributes["agentaccel.cache.layer"] == "l2"
