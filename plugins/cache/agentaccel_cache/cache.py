@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import logging
 
+from agentaccel import CircuitBreaker
+
 from agentaccel_cache.backends import Backend, open_backend
-from agentaccel_cache.breaker import Breaker
 from agentaccel_cache.config import CacheConfig
 from agentaccel_cache.l1 import L1
 from agentaccel_cache.policy import Policies
@@ -26,7 +27,7 @@ class Cache:
         self.backend: Backend | None = (
             open_backend(config.backend, config.namespace, config.connect_timeout, config.timeout)
             if config.backend else None)
-        self.breaker = Breaker(config.breaker_failures, config.breaker_reset)
+        self.breaker = CircuitBreaker("agentaccel cache L2 backend", config.breaker_failures, config.breaker_reset)
         self.flights = Flights()
         self.policies = Policies(config.rules, config.ttl)
         self.stats = Stats()

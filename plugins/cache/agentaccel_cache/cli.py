@@ -66,9 +66,9 @@ def _act(args: argparse.Namespace, backend: Backend, namespace: str, shown: str)
 
 def _section() -> CacheConfig:
     """The ``cache`` section as configured (file, environment), without enabling anything."""
-    from agentaccel._runtime import load_configuration  # the core has no public "read the config" yet
+    from agentaccel import load_config
 
-    _, _, _, config = load_configuration({})
+    config = load_config()
     if "cache" not in config:
         raise ConfigError("the cache plugin is disabled (AGENTACCEL_PLUGINS / AGENTACCEL_DISABLE_PLUGINS)")
     section: CacheConfig = config.section("cache")

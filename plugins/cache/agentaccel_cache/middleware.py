@@ -16,7 +16,7 @@ from collections.abc import Generator
 from functools import partial
 from typing import Any
 
-from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Return
+from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Return, StreamOutcome
 from agentaccel_cache import keys
 from agentaccel_cache.cache import Cache
 from agentaccel_cache.policy import Policy
@@ -183,7 +183,7 @@ class CacheMiddleware(Middleware):
         target = call.target
         usage: Any = {}
         if target.describe is not None:
-            last = getattr(outcome, "last", None) if stream else outcome.value
+            last = outcome.last if isinstance(outcome, StreamOutcome) else outcome.value
             try:
                 usage = target.describe(last) if last is not None else {}
             except Exception:
