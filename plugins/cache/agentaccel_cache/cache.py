@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 
 from agentaccel import CircuitBreaker
-
 from agentaccel_cache.backends import Backend, open_backend
 from agentaccel_cache.config import CacheConfig
 from agentaccel_cache.l1 import L1
