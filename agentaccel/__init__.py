@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+import importlib
 from typing import Any
 
 from agentaccel._accelerate import accelerate, wrap
@@ -36,6 +37,25 @@ from agentaccel._errors import AgentAccelError, ConfigError, PluginError
 from agentaccel._pipeline import PROCEED, Io, Middleware, Proceed, Return, plugin_failures
 from agentaccel._plugins import hookimpl
 from agentaccel._runtime import Runtime, disable, enable, load_config, runtime
+
+#: Names the standard plugins provide under ``agentaccel.``, imported on first use so the core does not depend on
+#: them: name -> (module, distribution).
+_FROM_PLUGINS = {
+    "map": ("agentaccel_limit", "agentaccel-limit"),
+    "amap": ("agentaccel_limit", "agentaccel-limit"),
+    "LimitExceeded": ("agentaccel_limit", "agentaccel-limit"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _FROM_PLUGINS:
+        raise AttributeError(f"module 'agentaccel' has no attribute {name!r}")
+    module, distribution = _FROM_PLUGINS[name]
+    try:
+        imported = importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"agentaccel.{name} needs the {distribution} plugin: pip install {distribution}") from None
+    return getattr(imported, name)
 
 
 def register_plugin(plugin: Any, name: str) -> None:

@@ -1,0 +1,96 @@
+"""What a call's outcome teaches a rule: whether the provider answered 429 (and how long it asked us to wait),
+and the AIMD policy an ``adaptive`` rule follows to find a provider's unknown concurrency limit."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+def rate_limited(error: BaseException | None) -> tuple[bool, float | None]:
+    """``(is_rate_limited, retry_after_seconds)`` for an exception from any client, duck-typed: openai's
+    ``RateLimitError``/``APIStatusError``, ``httpx.HTTPStatusError``, or anything with ``status_code == 429``
+    or ``response.status_code == 429``; the wait comes from ``retry-after-ms`` or ``Retry-After`` (seconds or
+    an HTTP date). Follows ``__cause__`` so a framework's wrapper around the client's error is seen through."""
+    seen = 0
+    while error is not None and seen < 4:
+        response = getattr(error, "response", None)
+        status = getattr(error, "status_code", None)
+        if status is None:
+            status = getattr(response, "status_code", None)
+        if status == 429 or type(error).__name__ == "RateLimitError":
+            return True, _retry_after(getattr(response, "headers", None))
+        error = error.__cause__
+        seen += 1
+    return False, None
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
+        return None
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class Aimd:
+    """Additive increase, multiplicative decrease of a concurrency limit, TCP-style.
+
+    Until the first 429 the limit grows by one per success (it doubles every round trip: slow start). A 429
+    from a call started at concurrency ``level`` says the provider's cap is below it: the limit drops to
+    ``BETA * min(limit, level - 1)`` and that level is remembered as the ceiling. Below ``ceiling - 1`` the
+    limit grows by about one per round trip (``1/limit`` per success); at the ceiling it probes
+    ``PROBE`` times slower, so a provider whose cap is steady answers 429 about once in ``PROBE`` round trips.
+    Calls started before the last decrease (an older ``epoch``) were admitted under the old limit, and their
+    429s do not lower it again."""
+
+    BETA = 0.9
+    PROBE = 16
+
+    def __init__(self, start: float, maximum: int | None) -> None:
+        self.limit = float(start)
+        self.maximum = maximum
+        self.ceiling: float | None = None
+        self.epoch = 0
+
+    @property
+    def capacity(self) -> int:
+        return max(1, int(self.limit))
+
+    def succeeded(self) -> None:
+        if self.ceiling is None:
+            step = 1.0
+        elif self.limit + 1 < self.ceiling:
+            step = 1 / self.limit
+        else:
+            step = 1 / (self.PROBE * self.limit)
+        self.limit += step
+        if self.maximum is not None:
+            self.limit = min(self.limit, float(self.maximum))
+
+    def rate_limited(self, epoch: int, level: int) -> bool:
+        """Lower the limit for a 429 of a call admitted in ``epoch`` at concurrency ``level``; False when the
+        call predates the last decrease."""
+        if epoch != self.epoch:
+            return False
+        self.ceiling = float(level)
+        self.limit = max(1.0, self.BETA * min(self.limit, level - 1))
+        self.epoch += 1
+        return True

@@ -1,0 +1,223 @@
+"""The Redis backend against a real redis-server: leases, renewal, rate windows, outages, and real processes
+sharing one rule."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agentaccel_limit import LimitConfig, LimitExceeded, RuleConfig, snapshot
+from agentaccel_limit.redis_backend import Lease, RedisBackend
+from agentaccel_limit.rules import Rule
+from limit_drive import adrive, drive
+
+import agentaccel
+from agentaccel.mockllm import MockLLM
+from agentaccel.testing.redis_server import RedisServer
+
+WORKER = str(Path(__file__).with_name("limit_worker.py"))
+
+
+def backend(server: RedisServer, **settings: Any) -> RedisBackend:
+    return RedisBackend(LimitConfig(backend=server.url, **settings))
+
+
+def rule(**config: Any) -> Rule:
+    return Rule(RuleConfig(**{"name": "shared", **config}), 0)
+
+
+def acquire(b: RedisBackend, r: Rule) -> Lease | None:
+    return drive(b.acquire(r, r.config.max_concurrency, time.perf_counter()))  # type: ignore[no-any-return]
+
+
+def test_two_backends_share_one_semaphore(redis_server: RedisServer) -> None:
+    one, two = backend(redis_server), backend(redis_server)
+    r = rule(max_concurrency=2, queue_timeout=0.1)
+    try:
+        first, second = acquire(one, r), acquire(two, r)
+        assert first is not None and second is not None
+        with pytest.raises(LimitExceeded, match="shared through redis://"):
+            acquire(one, r)
+        two.release(second)
+        assert acquire(one, r) is not None  # woken by the release published on the channel
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_waiter_is_woken_by_a_release_from_another_process_view(redis_server: RedisServer) -> None:
+    one, two = backend(redis_server), backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=5)
+    try:
+        held = acquire(one, r)
+        assert held is not None
+        got: list[Lease | None] = []
+        waiter = threading.Thread(target=lambda: got.append(acquire(two, r)))
+        waiter.start()
+        time.sleep(0.05)
+        assert got == []
+        one.release(held)
+        waiter.join(5)
+        assert got and got[0] is not None
+    finally:
+        one.close()
+        two.close()
+
+
+def test_async_acquire_on_several_loops(redis_server: RedisServer) -> None:
+    import asyncio
+
+    b = backend(redis_server)
+    r = rule(max_concurrency=3, queue_timeout=5)
+    gauge = {"now": 0, "peak": 0}
+    lock = threading.Lock()
+
+    async def one() -> None:
+        lease = await adrive(b.acquire(r, 3, time.perf_counter()))
+        with lock:
+            gauge["now"] += 1
+            gauge["peak"] = max(gauge["peak"], gauge["now"])
+        await asyncio.sleep(0.002)
+        with lock:
+            gauge["now"] -= 1
+        b.release(lease)
+
+    async def many() -> None:
+        await asyncio.gather(*(one() for _ in range(10)))
+
+    try:
+        loops = [threading.Thread(target=lambda: asyncio.run(many())) for _ in range(3)]
+        for thread in loops:
+            thread.start()
+        for thread in loops:
+            thread.join(30)
+        assert gauge["peak"] <= 3
+    finally:
+        b.close()
+
+
+def test_leases_are_renewed_while_the_call_runs(redis_server: RedisServer) -> None:
+    one, two = backend(redis_server, lease_seconds=0.3, backend_timeout=0.1), backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=0.5)
+    try:
+        held = acquire(one, r)
+        assert held is not None
+        with pytest.raises(LimitExceeded):  # 0.5 s > the lease: only renewal keeps the permit taken
+            acquire(two, r)
+        one.release(held)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_dead_holders_permits_come_back_after_the_lease(redis_server: RedisServer) -> None:
+    dead, alive = backend(redis_server, lease_seconds=0.5, backend_timeout=0.1), backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=5)
+    try:
+        assert acquire(dead, r) is not None
+        dead.close()  # stops renewing, as if the process had died
+        assert acquire(alive, r) is not None  # within queue_timeout: the lease expired
+    finally:
+        alive.close()
+
+
+def test_rate_window_is_shared(redis_server: RedisServer) -> None:
+    one, two = backend(redis_server), backend(redis_server)
+    r = rule(rate=3, interval=60, queue_timeout=0.05)
+    try:
+        for b in (one, two, one):
+            assert acquire(b, r) is not None
+        with pytest.raises(LimitExceeded):
+            acquire(two, r)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_retry_after_pauses_every_process(redis_server: RedisServer) -> None:
+    one, two = backend(redis_server), backend(redis_server)
+    r = rule(max_concurrency=5, queue_timeout=0.1)
+    try:
+        one.pause("shared", 30)
+        time.sleep(0.1)  # the keeper thread sends it
+        with pytest.raises(LimitExceeded):
+            acquire(two, r)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_backend_down_open_falls_back_and_closed_refuses(redis_server: RedisServer) -> None:
+    agentaccel.enable(limit={"backend": redis_server.url, "breaker_failures": 1, "breaker_reset_seconds": 0.1,
+                             "rules": [{"name": "lenient", "tool": "open_*", "max_concurrency": 2},
+                                       {"name": "strict", "tool": "closed_*", "max_concurrency": 2,
+                                        "on_backend_error": "closed"}]})
+
+    @agentaccel.accelerate
+    def open_tool() -> str:
+        return "ok"
+
+    @agentaccel.accelerate
+    def closed_tool() -> str:
+        return "ok"
+
+    assert (open_tool(), closed_tool()) == ("ok", "ok")
+    redis_server.stop()
+    assert open_tool() == "ok"
+    with pytest.raises(LimitExceeded) as info:
+        closed_tool()
+    assert info.value.reason == "backend" and info.value.rule == "strict"
+    assert "on_backend_error = \"open\"" in str(info.value) and redis_server.url in str(info.value)
+    assert snapshot()["strict"]["in_flight"] == 0
+    redis_server.start()
+    deadline = time.monotonic() + 10
+    while True:  # the breaker lets a trial through after breaker_reset_seconds
+        try:
+            assert closed_tool() == "ok"
+            break
+        except LimitExceeded:
+            assert time.monotonic() < deadline, "the breaker never closed again"
+            time.sleep(0.05)
+
+
+def test_processes_sharing_a_rule_never_exceed_it(redis_server: RedisServer, mock_llm: MockLLM,
+                                                  subprocess_env: dict[str, str]) -> None:
+    mock_llm.configure(max_concurrency=2, latency=0.01)
+    env = {**subprocess_env, "AGENTACCEL_DISABLE_PLUGINS": "cache"}
+    children = [subprocess.Popen([sys.executable, WORKER, "calls", redis_server.url, mock_llm.url, "6", "4"],
+                                 env=env, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    summaries = [json.loads(child.communicate(timeout=60)[0]) for child in children]
+    assert [child.returncode for child in children] == [0, 0, 0]
+    assert [s["errors"] for s in summaries] == [[], [], []]
+    counters = mock_llm.counters()
+    assert counters["admitted"] == 72
+    assert counters["rate_limited"] == 0
+    assert counters["in_flight_peak"] == 2
+
+
+def test_a_killed_process_gives_its_permits_back_within_the_lease(redis_server: RedisServer,
+                                                                  subprocess_env: dict[str, str]) -> None:
+    env = {**subprocess_env, "AGENTACCEL_DISABLE_PLUGINS": "cache"}
+    child = subprocess.Popen([sys.executable, WORKER, "hold", redis_server.url, "1.0", "2"], env=env,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout is not None and child.stdout.readline().strip() == "holding"
+        agentaccel.enable(limit={"backend": redis_server.url, "lease_seconds": 1.0, "rules": [
+            {"name": "shared", "provider": "openai", "max_concurrency": 2, "queue_timeout": 1.5}]})
+        call = agentaccel.wrap(lambda: "ok", operation="chat", name="probe", provider="openai")
+        with pytest.raises(LimitExceeded):  # renewed leases: the live child keeps both permits
+            call()
+        child.kill()
+        child.wait()
+        assert call() == "ok"  # the dead child's leases expired within queue_timeout
+    finally:
+        child.kill()
+        child.wait()
+        if child.stdout is not None:
+            child.stdout.close()
