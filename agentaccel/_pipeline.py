@@ -236,12 +236,6 @@ def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
     _ACTIVE.reset(tokens[0])
 
 
-def _final(effect: Effect) -> Outcome:
-    """The plan's last yield: the call's outcome."""
-    assert isinstance(effect, Outcome), effect
-    return effect
-
-
 # --- the four drivers: run Io effects, call the original (or replay), hand the plan its Outcome -------------------
 
 
@@ -252,16 +246,20 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
         elif type(effect) is _Invoke:
-            tokens = _enter(call, call.context)
+            # _enter/_exit inlined: this is the path every sync call takes
+            active = _ACTIVE.set(call)
+            attached = otel_context.attach(call.context) if call.context is not None else None
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
             except BaseException as exc:
                 outcome = Outcome(error=exc)
             finally:
-                _exit(tokens)
+                if attached is not None:
+                    otel_context.detach(attached)
+                _ACTIVE.reset(active)
             effect = plan.send(outcome)
         else:
-            return _final(effect).unwrap()
+            return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
 
 
 async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., Awaitable[Any]]) -> Any:
@@ -280,7 +278,7 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
                 _exit(tokens)
             effect = plan.send(outcome)
         else:
-            return _final(effect).unwrap()
+            return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
 
 
 def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., Iterable[Any]]) -> Iterator[Any]:
@@ -317,7 +315,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                     close()
             effect = plan.send(outcome)
         else:
-            _final(effect).unwrap()
+            effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
             return
 
 
@@ -357,7 +355,7 @@ async def run_async_stream(
                     await aclose()
             effect = plan.send(outcome)
         else:
-            _final(effect).unwrap()
+            effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
             return
 
 
