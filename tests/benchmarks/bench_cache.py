@@ -22,12 +22,10 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from typing import Any
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from benchutil import discarding_provider, per_call_ns
 
 import agentaccel
 
@@ -41,27 +39,15 @@ RESULT = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini
           "usage": {"prompt_tokens": 310, "completion_tokens": 12, "total_tokens": 322}}
 
 
-class _Discard(SpanExporter):
-    def export(self, spans: object) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-def _per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter_ns() - start) / calls
-
-
 def _rounds(variants: dict[str, Callable[[], object]], numerator: str, denominator: str, rounds: int,
             calls: int) -> tuple[dict[str, float], float]:
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for fn in variants.values():
-        _per_call_ns(fn, max(1, calls // 10))
+        per_call_ns(fn, max(1, calls // 10))
     ratios = []
     for _ in range(rounds):
         for name, fn in variants.items():
-            samples[name].append(_per_call_ns(fn, calls))
+            samples[name].append(per_call_ns(fn, calls))
         ratios.append(samples[numerator][-1] / samples[denominator][-1])
     return {name: statistics.median(v) for name, v in samples.items()}, statistics.median(ratios)
 
@@ -71,8 +57,7 @@ def chat(model: str, messages: list[dict[str, str]], temperature: float = 0.0) -
 
 
 def l1_hit(rounds: int, calls: int) -> tuple[dict[str, float], float]:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1 << 16))
+    provider = discarding_provider()
     tracer = provider.get_tracer("bench")
 
     def bare_span() -> object:
@@ -104,8 +89,7 @@ def l2_hit(rounds: int, calls: int) -> tuple[dict[str, float], float] | None:
     import redis
     from agentaccel_cache.values import load, to_result
 
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1 << 16))
+    provider = discarding_provider()
     with RedisServer() as server:
         cached = agentaccel.wrap(chat, operation=agentaccel.CHAT, name="chat", provider="openai")
         agentaccel.enable(tracer_provider=provider, cache={"backend": server.url, "max_bytes": 0, "namespace": "b"})

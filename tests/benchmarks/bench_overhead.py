@@ -16,31 +16,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from benchutil import discarding_provider, per_call_ns
 
 import agentaccel
 
 
-class _Discard(SpanExporter):
-    """Exports nowhere, so the batch processor's queue drains and we measure span creation, not I/O."""
-
-    def export(self, spans: object) -> SpanExportResult:
-        return SpanExportResult.SUCCESS
-
-
-def _per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    start = time.perf_counter_ns()
-    for _ in range(calls):
-        fn()
-    return (time.perf_counter_ns() - start) / calls
-
-
 def per_call(rounds: int, calls: int) -> tuple[dict[str, float], float]:
-    provider = TracerProvider()
-    provider.add_span_processor(BatchSpanProcessor(_Discard(), max_queue_size=1 << 16))
+    provider = discarding_provider()
     tracer = provider.get_tracer("bench")
 
     def tool(q: str) -> str:
@@ -69,11 +52,11 @@ def per_call(rounds: int, calls: int) -> tuple[dict[str, float], float]:
                 "bare span + our 2 attributes": bare_span_attributes, "accelerated (span only)": accelerated}
     samples: dict[str, list[float]] = {name: [] for name in variants}
     for fn in variants.values():
-        _per_call_ns(fn, calls // 10)  # warm up
+        per_call_ns(fn, calls // 10)  # warm up
     ratios = []
     for _ in range(rounds):
         for name, fn in variants.items():
-            samples[name].append(_per_call_ns(fn, calls))
+            samples[name].append(per_call_ns(fn, calls))
         ratios.append(samples["accelerated (span only)"][-1] / samples["bare OTel SDK span"][-1])
     agentaccel.disable()
     provider.shutdown()
