@@ -62,7 +62,7 @@ class Aimd:
     429s do not lower it again."""
 
     BETA = 0.9
-    PROBE = 16
+    PROBE = 64
 
     def __init__(self, start: float, maximum: int | None) -> None:
         self.limit = float(start)
