@@ -1,5 +1,5 @@
 """enable() and disable(): load plugins, resolve configuration, compose the pipeline once, instrument adapters;
-and :func:`dispatch`, the hot path every intercepted call goes through."""
+and :func:`interceptor`, the hot path every intercepted call goes through."""
 
 from __future__ import annotations
 

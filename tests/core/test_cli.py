@@ -143,3 +143,12 @@ def test_version_and_unknown_command(subprocess_env: dict[str, str], tmp_path: P
     assert _cli(["--version"], subprocess_env, tmp_path).stdout.strip() == f"agentaccel {agentaccel.__version__}"
     unknown = _cli(["frobnicate"], subprocess_env, tmp_path)
     assert unknown.returncode == 2 and "invalid choice: 'frobnicate'" in unknown.stderr
+
+
+def test_doctor_reports_exporter_settings_it_cannot_set_up(subprocess_env: dict[str, str], tmp_path: Path) -> None:
+    console = _cli(["doctor"], {**subprocess_env, "AGENTACCEL_TRACING__EXPORT": "console"}, tmp_path)
+    assert console.returncode == 0, console.stdout
+    assert "[ok] exporter: spans go to: console" in console.stdout
+    zipkin = _cli(["doctor"], {**subprocess_env, "OTEL_TRACES_EXPORTER": "zipkin"}, tmp_path)
+    assert zipkin.returncode == 1
+    assert "[FAIL] exporter: OTEL_TRACES_EXPORTER='zipkin' is not supported by agentaccel's setup" in zipkin.stdout

@@ -130,3 +130,14 @@ def test_agentaccel_run_needs_a_program(subprocess_env: dict[str, str], tmp_path
     missing = subprocess.run([str(BIN / "agentaccel"), "run", "--", "no-such-program-xyz"], env=subprocess_env,
                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert missing.returncode == 127 and "not found" in missing.stderr
+
+
+def test_agentaccel_run_reports_an_exporter_mistake_before_starting(subprocess_env: dict[str, str],
+                                                                     tmp_path: Path) -> None:
+    app = _write_app(tmp_path, "print('the program ran')\n")
+    env = {**subprocess_env, "OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
+    result = subprocess.run([str(BIN / "agentaccel"), "run", "--", sys.executable, str(app)], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "the program ran" not in result.stdout
+    assert "OTLP protocol 'http/json' is not supported; use http/protobuf or grpc" in result.stderr
