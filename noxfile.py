@@ -54,3 +54,14 @@ def core(session: nox.Session) -> None:
 def plugins(session: nox.Session) -> None:
     _ensure_redis_server(session)
     _uv_run(session, "plugins", "pytest", "tests/plugins", *session.posargs, all_packages=True)
+
+
+@nox.session
+def langchain(session: nox.Session) -> None:
+    """The LangChain/LangGraph adapter with its framework, in an environment of its own (the adapter's `test`
+    dependency group pins the framework, which the other sessions never install); mypy runs here too, where
+    LangChain's types are importable."""
+    env = {"UV_PROJECT_ENVIRONMENT": str(ROOT / ".nox" / "langchain-env")}
+    run = [*UV, "run", "--locked", "--exact", "--package", "agentaccel-langchain", "--group", "test"]
+    session.run(*run, "pytest", "tests/adapters/langchain", *session.posargs, external=True, env=env)
+    session.run(*run, "mypy", "--strict", "adapters/langchain/agentaccel_langchain", external=True, env=env)

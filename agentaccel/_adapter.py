@@ -28,16 +28,26 @@ class Patch:
     Give ``target`` to run calls through the pipeline, or ``wrapper`` — a wrapt-style
     ``(wrapped, instance, args, kwargs)`` function — for anything else (e.g. carrying context into threads).
     Patch where one patch sees every call: a base-class method subclasses do not override.
+
+    ``select(instance, args, kwargs) -> Target | None`` (with ``target``) picks the target per call: another
+    target of the same mode (a graph that is an agent), or None to call straight through (a model call that a
+    deeper patch handles better). ``overrides=True`` patches, instead of the class itself, every subclass that
+    defines the attribute in its own ``__dict__`` — those that exist and those created later — for methods every
+    subclass implements (an abstract ``embed_query``) or may override (``_stream``).
     """
 
     module: str
     qualname: str
     target: Target | None = None
     wrapper: WrapperFn | None = None
+    select: Callable[[Any, tuple[Any, ...], dict[str, Any]], Target | None] | None = None
+    overrides: bool = False
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.wrapper is None):
             raise ValueError(f"Patch({self.module}.{self.qualname}) needs exactly one of target= and wrapper=")
+        if self.select is not None and self.target is None:
+            raise ValueError(f"Patch({self.module}.{self.qualname}): select= needs a target= (its default and mode)")
 
 
 @dataclasses.dataclass
@@ -133,7 +143,9 @@ class Adapter:
             self._active = False
             for applied in reversed(self._applied):
                 current = vars(applied.owner).get(applied.attribute)
-                if current is applied.wrapper:
+                if current is applied.wrapper and applied.original is _MISSING:
+                    delattr(applied.owner, applied.attribute)  # it was inherited: inherit it again
+                elif current is applied.wrapper:
                     setattr(applied.owner, applied.attribute, applied.original)
                 else:
                     log.warning("agentaccel adapter %r cannot restore %s.%s: something else replaced it after "
@@ -156,12 +168,25 @@ class Adapter:
         owner_path, _, attribute = patch.qualname.rpartition(".")
         try:
             owner = _resolve(module, owner_path)
-            original = vars(owner)[attribute]
+            if not patch.overrides:
+                vars(owner)[attribute]
         except (AttributeError, KeyError, TypeError):
             self._problem(f"{patch.module}.{patch.qualname} not found; the framework changed its layout")
             return
-        wrapper_fn = interceptor(patch.target) if patch.target is not None else patch.wrapper
-        assert wrapper_fn is not None  # Patch.__post_init__ demands one of the two
+        wrapper_fn = _wrapper_fn(patch, interceptor)
+        if not patch.overrides:
+            self._replace(owner, attribute, patch, wrapper_fn)
+            return
+        if not isinstance(owner, type):
+            self._problem(f"{patch.module}.{patch.qualname}: overrides=True needs a class")
+            return
+        for cls in _subclasses(owner):
+            if attribute in vars(cls):
+                self._replace(cls, attribute, patch, wrapper_fn)
+        self._watch_subclasses(owner, attribute, patch, wrapper_fn)
+
+    def _replace(self, owner: Any, attribute: str, patch: Patch, wrapper_fn: WrapperFn) -> None:
+        original = vars(owner)[attribute]
         wrapper = wrap_callable(original, wrapper_fn, method=not isinstance(owner, types.ModuleType),
                                 closure=patch.target is None or patch.target.mode is Mode.SYNC)
         try:
@@ -171,9 +196,71 @@ class Adapter:
             return
         self._applied.append(_Applied(owner, attribute, original, wrapper))
 
+    def _watch_subclasses(self, owner: type, attribute: str, patch: Patch, wrapper_fn: WrapperFn) -> None:
+        """Patch ``attribute`` on the subclasses of ``owner`` created from now on, from an ``__init_subclass__``
+        hook (the one moment every subclass passes through, whatever module defines it)."""
+        previous = vars(owner).get("__init_subclass__", _MISSING)
+        adapter = self
+        base: Any = owner  # mypy cannot see that a `type` parameter is a type object for super()
+
+        def __init_subclass__(cls: Any, /, **kwargs: Any) -> None:
+            if previous is _MISSING:
+                super(base, cls).__init_subclass__(**kwargs)
+            else:
+                previous.__get__(None, cls)(**kwargs)
+            with adapter._lock:
+                if adapter._active and attribute in vars(cls):
+                    adapter._replace(cls, attribute, patch, wrapper_fn)
+
+        hook: classmethod[Any, Any, None] = classmethod(__init_subclass__)
+        owner.__init_subclass__ = hook  # type: ignore[assignment]
+        self._applied.append(_Applied(owner, "__init_subclass__", previous, hook))
+
     def _problem(self, problem: str) -> None:
         self.problems.append(problem)
         log.warning("agentaccel adapter %r skipped a patch: %s", self.name, problem)
+
+
+_MISSING: Any = object()  # "the class had no attribute of its own": uninstrument() deletes the replacement
+
+
+def _wrapper_fn(patch: Patch, interceptor: Callable[[Target], WrapperFn]) -> WrapperFn:
+    if patch.target is None:
+        assert patch.wrapper is not None  # Patch.__post_init__ demands one of the two
+        return patch.wrapper
+    default = interceptor(patch.target)
+    select = patch.select
+    if select is None:
+        return default
+    chosen: dict[Target, WrapperFn] = {patch.target: default}
+
+    def selecting(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            target = select(instance, args, kwargs)
+        except Exception as exc:  # the adapter's bug: the call goes on with the patch's own target
+            from agentaccel._pipeline import isolate
+
+            isolate(f"select() of {patch.module}.{patch.qualname}", exc)
+            target = patch.target
+        if target is None:
+            return wrapped(*args, **kwargs)
+        intercept = chosen.get(target)
+        if intercept is None:
+            intercept = chosen[target] = interceptor(target)
+        return intercept(wrapped, instance, args, kwargs)
+
+    return selecting
+
+
+def _subclasses(owner: type) -> list[type]:
+    found: list[type] = []
+    pending: list[type] = list(type.__subclasses__(owner))
+    while pending:
+        cls = pending.pop()
+        if cls not in found:
+            found.append(cls)
+            pending.extend(type.__subclasses__(cls))
+    return found
 
 
 def _resolve(module: types.ModuleType, path: str) -> Any:

@@ -1,0 +1,118 @@
+"""LangChain results <-> JSON data for the cache, without pickle and without ``langchain_core.load.loads``:
+messages go through ``message_to_dict``/``messages_from_dict``, which map a fixed set of type names to message
+classes and never import a class named by the data (CVE-2025-68664 is what ``loads`` on stored data risks).
+
+A chat call stores one shape whether it was made at ``invoke`` (an AIMessage) or below it (a ChatResult), so a
+call answered with callbacks attached fills the cache for the same call without them, and the other way round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentaccel import CodecError
+
+#: Message ids LangChain derives from the run (``lc_run-<uuid>``): stale on a replay, so they are not stored and
+#: LangChain gives the replayed message the new run's id, as it does for a fresh one.
+RUN_ID_PREFIXES = ("lc_run-", "run-")
+
+
+def encode_message(message: Any) -> dict[str, Any]:
+    from langchain_core.messages import message_to_dict
+
+    try:
+        data = message_to_dict(message)
+    except Exception as exc:
+        raise CodecError(f"cannot encode {type(message).__name__}: {exc}") from None
+    ident = data["data"].get("id")
+    if isinstance(ident, str) and ident.startswith(RUN_ID_PREFIXES):
+        data["data"]["id"] = None
+    return data
+
+
+def decode_message(data: Any) -> Any:
+    from langchain_core.messages import messages_from_dict
+
+    try:
+        return messages_from_dict([data])[0]
+    except Exception as exc:
+        raise CodecError(f"stored message is not a LangChain message: {exc}") from None
+
+
+def _generation(message: Any, info: Any) -> dict[str, Any]:
+    return {"message": encode_message(message), "generation_info": info}
+
+
+class ChatResultCodec:
+    """``ChatResult`` (what ``_generate_with_cache`` returns)."""
+
+    def encode(self, value: Any) -> Any:
+        return {"generations": [_generation(g.message, g.generation_info) for g in value.generations],
+                "llm_output": value.llm_output}
+
+    def decode(self, data: Any) -> Any:
+        from langchain_core.outputs import ChatGeneration, ChatResult
+
+        return ChatResult(generations=[ChatGeneration(message=decode_message(g["message"]),
+                                                      generation_info=g.get("generation_info"))
+                                       for g in data["generations"]], llm_output=data.get("llm_output"))
+
+
+class MessageCodec:
+    """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape."""
+
+    def encode(self, value: Any) -> Any:
+        return {"generations": [_generation(value, None)], "llm_output": None}
+
+    def decode(self, data: Any) -> Any:
+        return decode_message(data["generations"][0]["message"])
+
+
+class ChatChunkCodec:
+    """One ``ChatGenerationChunk`` of ``_stream``/``_astream``."""
+
+    def encode(self, value: Any) -> Any:
+        return _generation(value.message, value.generation_info)
+
+    def decode(self, data: Any) -> Any:
+        from langchain_core.outputs import ChatGenerationChunk
+
+        return ChatGenerationChunk(message=decode_message(data["message"]), generation_info=data.get("generation_info"))
+
+
+class LLMResultCodec:
+    """``LLMResult`` of a text-completion model (``BaseLLM._generate_helper``)."""
+
+    def encode(self, value: Any) -> Any:
+        return {"generations": [[{"text": g.text, "generation_info": g.generation_info} for g in prompt]
+                                for prompt in value.generations], "llm_output": value.llm_output}
+
+    def decode(self, data: Any) -> Any:
+        from langchain_core.outputs import Generation, LLMResult
+
+        return LLMResult(generations=[[Generation(text=g["text"], generation_info=g.get("generation_info"))
+                                       for g in prompt] for prompt in data["generations"]],
+                         llm_output=data.get("llm_output"))
+
+
+class ToolResultCodec:
+    """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message."""
+
+    def encode(self, value: Any) -> Any:
+        from langchain_core.messages import BaseMessage
+
+        if isinstance(value, BaseMessage):
+            return {"message": encode_message(value)}
+        return {"value": value}
+
+    def decode(self, data: Any) -> Any:
+        if "message" in data:
+            return decode_message(data["message"])
+        return data["value"]
+
+
+CHAT_RESULT = ChatResultCodec()
+MESSAGE = MessageCodec()
+CHAT_CHUNK = ChatChunkCodec()
+LLM_RESULT = LLMResultCodec()
+TOOL_RESULT = ToolResultCodec()

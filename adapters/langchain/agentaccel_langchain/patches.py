@@ -1,0 +1,191 @@
+"""What is intercepted, and where. Each place is chosen so that one patch sees every call, and LangChain's own
+machinery (callbacks, ``stream_mode="messages"``, ``astream_events``, its cache and rate limiter) still runs
+around what agentaccel answers:
+
+- chat models: ``BaseChatModel._generate_with_cache``/``_agenerate_with_cache`` — the layer where LangChain
+  consults its own cache, inside the callback run, so ``on_chat_model_start``/``on_llm_end`` fire on a hit as
+  on a miss; it serves invoke, batch, generate and their async forms. When no callback handler is configured,
+  ``invoke``/``ainvoke`` themselves are intercepted (``select``), so a hit skips LangChain's run bookkeeping
+  that nobody observes. Streams: every subclass's ``_stream``/``_astream`` (``overrides``), so a replay goes
+  through ``stream()``'s token callbacks as chunks.
+- text-completion models: ``BaseLLM._generate_helper``/``_agenerate_helper`` (inside the callback run).
+- embeddings: every subclass's ``embed_documents``/``embed_query`` and async forms (``overrides``: the base
+  class is abstract).
+- tools: ``BaseTool.run``/``arun``, which ``invoke``, StructuredTool and ``@tool`` functions all go through.
+- LangGraph: ``Pregel.invoke``/``ainvoke``/``stream``/``astream`` (``invoke`` runs ``stream`` on the same graph,
+  which de-duplication folds into one span), nodes at ``run_with_retry``/``arun_with_retry`` as the runner
+  module calls them, and graphs made by ``create_agent``/``create_react_agent`` as ``invoke_agent``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterable
+from functools import partial
+from types import MappingProxyType
+from typing import Any
+
+from agentaccel import (
+    CHAT,
+    EMBEDDINGS,
+    EXECUTE_TOOL,
+    INVOKE_AGENT,
+    INVOKE_WORKFLOW,
+    JSON_CODEC,
+    TEXT_COMPLETION,
+    Call,
+    Mode,
+    Patch,
+    Target,
+)
+from agentaccel_langchain import codec, describe, requests
+from agentaccel_langchain.providers import provider_of
+
+FRAMEWORK = "langchain"
+CHAT_MODELS = "langchain_core.language_models.chat_models"
+LLMS = "langchain_core.language_models.llms"
+EMBEDDINGS_MODULE = "langchain_core.embeddings.embeddings"
+TOOLS = "langchain_core.tools.base"
+PREGEL = "langgraph.pregel.main"
+RUNNER = "langgraph.pregel._runner"
+
+
+def _model_identity(call: Call) -> tuple[str, str | None]:
+    instance = call.instance
+    return type(instance).__name__, provider_of(instance)
+
+
+def _tool_identity(call: Call) -> tuple[str, str | None]:
+    return str(getattr(call.instance, "name", None) or type(call.instance).__name__), None
+
+
+def _graph_identity(call: Call) -> tuple[str, str | None]:
+    return str(getattr(call.instance, "name", None) or "LangGraph"), None
+
+
+def _node_identity(call: Call) -> tuple[str, str | None]:
+    task = call.args[0] if call.args else call.kwargs.get("task")
+    return str(getattr(task, "name", None) or "node"), None
+
+
+def _chat(name: str, mode: Mode, model_codec: Any, request: Callable[[Call], Any]) -> Target:
+    return Target(framework=FRAMEWORK, operation=CHAT, name=name, mode=mode, codec=model_codec, request=request,
+                  identify=_model_identity, describe=describe.chat)
+
+
+CHAT_INVOKE = _chat("invoke", Mode.SYNC, codec.MESSAGE, requests.chat_invoke)
+CHAT_AINVOKE = _chat("ainvoke", Mode.ASYNC, codec.MESSAGE, requests.chat_invoke)
+CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate)
+CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate)
+CHAT_STREAM = _chat("stream", Mode.SYNC_STREAM, codec.CHAT_CHUNK, requests.chat_generate)
+CHAT_ASTREAM = _chat("astream", Mode.ASYNC_STREAM, codec.CHAT_CHUNK, requests.chat_generate)
+
+
+def _llm(name: str, mode: Mode) -> Target:
+    return Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name=name, mode=mode, codec=codec.LLM_RESULT,
+                  request=requests.llm_generate, identify=_model_identity, describe=describe.llm)
+
+
+LLM_GENERATE = _llm("generate", Mode.SYNC)
+LLM_AGENERATE = _llm("agenerate", Mode.ASYNC)
+
+
+def _embeddings(name: str, mode: Mode) -> Target:
+    return Target(framework=FRAMEWORK, operation=EMBEDDINGS, name=name, mode=mode, codec=JSON_CODEC,
+                  request=requests.embeddings, identify=_model_identity)
+
+
+def _tool(mode: Mode) -> Target:
+    return Target(framework=FRAMEWORK, operation=EXECUTE_TOOL, name="tool", mode=mode, codec=codec.TOOL_RESULT,
+                  request=requests.tool, identify=_tool_identity)
+
+
+TOOL_RUN = _tool(Mode.SYNC)
+TOOL_ARUN = _tool(Mode.ASYNC)
+
+
+def _graph(operation: str, mode: Mode) -> Target:
+    return Target(framework=FRAMEWORK, operation=operation, name="LangGraph", mode=mode, request=requests.graph,
+                  identify=_graph_identity)
+
+
+GRAPHS = {mode: (_graph(INVOKE_WORKFLOW, mode), _graph(INVOKE_AGENT, mode)) for mode in Mode}
+NODE = Target(framework=FRAMEWORK, operation=INVOKE_WORKFLOW, name="node", mode=Mode.SYNC,
+              identify=_node_identity, hints=MappingProxyType({"langgraph.node": True}))
+ANODE = Target(framework=FRAMEWORK, operation=INVOKE_WORKFLOW, name="node", mode=Mode.ASYNC,
+               identify=_node_identity, hints=MappingProxyType({"langgraph.node": True}))
+
+
+# --- per-call choices --------------------------------------------------------------------------------------------
+
+
+def _no_observers(instance: Any, config: Any) -> bool:
+    """No callback handler would see this call: none in the config (LangGraph's nodes and astream_events put theirs
+    there), none on the model, and none that ``CallbackManager.configure`` would add (LangSmith tracing, debug,
+    the context-manager hooks). The last check reads what ``configure`` reads rather than calling it: building a
+    manager costs about as much as the cache hit it would decide."""
+    from langchain_core.globals import get_debug
+    from langchain_core.runnables.config import ensure_config
+    from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled
+    from langchain_core.utils.env import env_var_is_set
+
+    config = ensure_config(config)
+    if config.get("callbacks") or instance.callbacks or instance.verbose or get_debug() or _tracing_v2_is_enabled():
+        return False
+    for var, _inheritable, handler_class, env_var in _configure_hooks:
+        if var.get() is not None or (handler_class is not None and env_var is not None and env_var_is_set(env_var)):
+            return False
+    return True
+
+
+def _select_invoke(target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target | None:
+    config = args[1] if len(args) > 1 else kwargs.get("config")
+    # With an observer, _generate_with_cache answers instead, inside the callback run the observer expects.
+    return target if _no_observers(instance, config) else None
+
+
+#: Graphs built by the agent factories (weakly held: a graph that is dropped leaves nothing behind).
+_agents: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _select_graph(mode: Mode, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target:
+    workflow, agent = GRAPHS[mode]
+    return agent if instance in _agents else workflow
+
+
+def _mark_agent(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    graph = wrapped(*args, **kwargs)
+    with contextlib.suppress(TypeError):  # not weak-referenceable: recorded as a workflow
+        _agents.add(graph)
+    return graph
+
+
+def patches() -> Iterable[Patch]:
+    chat = "BaseChatModel"
+    yield Patch(CHAT_MODELS, f"{chat}.invoke", target=CHAT_INVOKE, select=partial(_select_invoke, CHAT_INVOKE))
+    yield Patch(CHAT_MODELS, f"{chat}.ainvoke", target=CHAT_AINVOKE, select=partial(_select_invoke, CHAT_AINVOKE))
+    yield Patch(CHAT_MODELS, f"{chat}._generate_with_cache", target=CHAT_GENERATE)
+    yield Patch(CHAT_MODELS, f"{chat}._agenerate_with_cache", target=CHAT_AGENERATE)
+    yield Patch(CHAT_MODELS, f"{chat}._stream", target=CHAT_STREAM, overrides=True)
+    yield Patch(CHAT_MODELS, f"{chat}._astream", target=CHAT_ASTREAM, overrides=True)
+    yield Patch(LLMS, "BaseLLM._generate_helper", target=LLM_GENERATE)
+    yield Patch(LLMS, "BaseLLM._agenerate_helper", target=LLM_AGENERATE)
+    for method, embed_target in _EMBEDDING_TARGETS.items():
+        yield Patch(EMBEDDINGS_MODULE, f"Embeddings.{method}", target=embed_target, overrides=True)
+    yield Patch(TOOLS, "BaseTool.run", target=TOOL_RUN)
+    yield Patch(TOOLS, "BaseTool.arun", target=TOOL_ARUN)
+    for method, mode in (("invoke", Mode.SYNC), ("ainvoke", Mode.ASYNC), ("stream", Mode.SYNC_STREAM),
+                         ("astream", Mode.ASYNC_STREAM)):
+        yield Patch(PREGEL, f"Pregel.{method}", target=GRAPHS[mode][0], select=partial(_select_graph, mode))
+    # The runner binds these names from _retry at import; patching them where they are looked up (and only
+    # there) gives one wrapper whether langgraph was imported before or after enable().
+    yield Patch(RUNNER, "run_with_retry", target=NODE)
+    yield Patch(RUNNER, "arun_with_retry", target=ANODE)
+    yield Patch("langchain.agents.factory", "create_agent", wrapper=_mark_agent)
+    yield Patch("langgraph.prebuilt.chat_agent_executor", "create_react_agent", wrapper=_mark_agent)
+
+
+_EMBEDDING_TARGETS = {method: _embeddings(method, mode) for method, mode in
+                      (("embed_documents", Mode.SYNC), ("embed_query", Mode.SYNC),
+                       ("aembed_documents", Mode.ASYNC), ("aembed_query", Mode.ASYNC))}

@@ -1,0 +1,143 @@
+"""Normalized requests: what changes an answer, in LangChain's own terms. For a chat model that is the messages
+(ids dropped, as LangChain's cache drops them), the model's invocation parameters (``_get_invocation_params``,
+the same source LangChain's ``_get_llm_string`` and LangSmith use) and the per-call keyword arguments that
+``bind_tools``/``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the rest.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from agentaccel import Call
+
+#: Keyword arguments that steer LangChain itself, not the provider's answer.
+_NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages", "input", "prompts",
+                         "run_managers", "new_arg_supported", "ls_structured_output_format",
+                         "structured_output_format", "run_name", "run_id", "tags", "metadata"})
+_MODEL_FIELDS = ("model", "model_name", "model_id", "deployment_name")
+
+
+def jsonable(value: Any) -> Any:
+    """JSON data for what LangChain passes as parameters: pydantic schemas and models become their JSON form.
+    Anything else that is not JSON data is left as is, and the cache then declines to key the call."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, type) and hasattr(value, "model_json_schema"):
+        return {"pydantic_schema": value.__name__, "schema": value.model_json_schema()}
+    dump = getattr(value, "model_dump", None)
+    if dump is not None and not isinstance(value, type):
+        return dump(mode="json")
+    return value
+
+
+def _message(message: Any) -> Any:
+    data = message.model_dump()
+    data.pop("id", None)
+    data["type"] = message.type
+    return data
+
+
+#: id(model) -> (weak reference, snapshot of its fields, its invocation parameters without per-call arguments).
+_params: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _forget(key: int, _reference: object) -> None:
+    _params.pop(key, None)
+
+
+def _base_params(instance: Any) -> dict[str, Any]:
+    """``instance._get_invocation_params()``, kept while the model's fields stay the same: for ChatOpenAI it
+    serializes the whole model (tens of microseconds, as long as a cache hit). The snapshot of the field values
+    makes a changed model (``model.temperature = 0``) recompute; a dead weak reference makes a reused id recompute."""
+    key = id(instance)
+    snapshot = tuple(vars(instance).values())
+    found = _params.get(key)
+    if found is not None and found[0]() is instance and found[1] == snapshot:
+        return found[2]
+    params = dict(instance._get_invocation_params())
+    try:
+        reference = weakref.ref(instance, partial(_forget, key))
+    except TypeError:  # not weak-referenceable: not kept
+        return params
+    if len(_params) > 4096:  # models made per call: keep the memo bounded
+        _params.clear()
+    _params[key] = (reference, snapshot, params)
+    return params
+
+
+def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any], key: str) -> dict[str, Any]:
+    # Per-call arguments override the model's fields, as in every partner's _get_invocation_params.
+    params = {**_base_params(instance), **extra} if extra else dict(_base_params(instance))
+    model = None
+    for name in _MODEL_FIELDS:  # ChatOpenAI says "model", others "model_name" or "model_id": one key for all
+        value = params.pop(name, None)
+        if model is None and isinstance(value, str):
+            model = value
+    if model is None:
+        model = next((getattr(instance, f) for f in _MODEL_FIELDS if isinstance(getattr(instance, f, None), str)),
+                     None)
+    request: dict[str, Any] = jsonable({k: v for k, v in params.items() if k not in _NOT_PARAMS})
+    request["stop"] = stop
+    request["model"] = model
+    request[key] = messages
+    return request
+
+
+def _extra(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in kwargs.items() if k not in _NOT_PARAMS}
+
+
+def chat_generate(call: Call) -> dict[str, Any]:
+    """``_generate_with_cache(messages, stop=None, run_manager=None, **kwargs)`` and ``_stream`` alike."""
+    args, kwargs = call.args, call.kwargs
+    messages = args[0] if args else kwargs["messages"]
+    stop = args[1] if len(args) > 1 else kwargs.get("stop")
+    return _model_request(call.instance, [_message(m) for m in messages], stop, _extra(kwargs), "messages")
+
+
+def chat_invoke(call: Call) -> dict[str, Any]:
+    """``invoke(input, config=None, *, stop=None, **kwargs)``: the same request ``_generate_with_cache`` sees."""
+    args, kwargs = call.args, call.kwargs
+    model_input = args[0] if args else kwargs["input"]
+    messages = call.instance._convert_input(model_input).to_messages()
+    return _model_request(call.instance, [_message(m) for m in messages], kwargs.get("stop"), _extra(kwargs),
+                          "messages")
+
+
+def llm_generate(call: Call) -> dict[str, Any]:
+    """``BaseLLM._generate_helper(prompts, stop, run_managers, *, new_arg_supported, **kwargs)``."""
+    args, kwargs = call.args, call.kwargs
+    prompts = args[0] if args else kwargs["prompts"]
+    stop = args[1] if len(args) > 1 else kwargs.get("stop")
+    return _model_request(call.instance, list(prompts), stop, _extra(kwargs), "prompts")
+
+
+def embeddings(call: Call) -> dict[str, Any]:
+    """``embed_documents(texts)`` / ``embed_query(text)``: the model, its dimensions, the input."""
+    instance = call.instance
+    text = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
+    request: dict[str, Any] = {"input": list(text) if isinstance(text, list | tuple) else text}
+    for name in (*_MODEL_FIELDS, "dimensions", "size"):
+        value = getattr(instance, name, None)
+        if isinstance(value, str | int) and not isinstance(value, bool):
+            request["model" if name in _MODEL_FIELDS else name] = value
+    return request
+
+
+def tool(call: Call) -> dict[str, Any]:
+    """``BaseTool.run(tool_input, ...)``: the tool's arguments (a ToolCall's ``args``)."""
+    tool_input = call.args[0] if call.args else call.kwargs.get("tool_input")
+    if isinstance(tool_input, Mapping) and tool_input.get("type") == "tool_call":
+        tool_input = tool_input.get("args")
+    return {"arguments": jsonable(tool_input)}
+
+
+def graph(call: Call) -> dict[str, Any]:
+    """``Pregel.invoke(input, config=None, ...)``: the input, as far as it is JSON data."""
+    value = call.args[0] if call.args else call.kwargs.get("input")
+    return {"input": jsonable(value)}

@@ -1,0 +1,139 @@
+"""Chat models at the unit level, with the fake models LangChain ships: spans, the normalized request, cached
+answers as the same LangChain types, and callbacks identical on a hit and a miss."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
+
+import agentaccel
+from agentaccel.testing.pytest_plugin import SpanRecorder
+
+
+def fake(*answers: AIMessage | str) -> GenericFakeChatModel:
+    return GenericFakeChatModel(messages=iter([a if isinstance(a, AIMessage) else AIMessage(a) for a in answers]))
+
+
+def tool_answer() -> AIMessage:
+    return AIMessage("", tool_calls=[{"name": "search", "args": {"q": "otel"}, "id": "call_1"}],
+                     usage_metadata={"input_tokens": 11, "output_tokens": 7, "total_tokens": 18},
+                     response_metadata={"model_name": "fake-1", "finish_reason": "tool_calls"})
+
+
+def results(spans: Any) -> list[Any]:
+    return [s.attributes.get("agentaccel.cache.result") for s in spans]
+
+
+def test_invoke_is_one_span_and_a_repeat_is_a_hit_of_the_same_types(agentaccel_spans: SpanRecorder) -> None:
+    model = fake(tool_answer(), "never served")
+    first = model.invoke([SystemMessage("be brief"), HumanMessage("find otel")])
+    again = model.invoke([SystemMessage("be brief"), HumanMessage("find otel")])
+    assert isinstance(again, AIMessage)
+    assert again.tool_calls == first.tool_calls == [{"name": "search", "args": {"q": "otel"}, "id": "call_1",
+                                                     "type": "tool_call"}]
+    assert again.usage_metadata == first.usage_metadata
+    assert again.response_metadata["model_name"] == "fake-1"
+    spans = agentaccel_spans.spans()
+    assert [s.name for s in spans] == ["chat GenericFakeChatModel"] * 2
+    assert results(spans) == ["miss", "hit"]
+    attributes = spans[0].attributes
+    assert attributes["gen_ai.usage.input_tokens"] == 11
+    assert attributes["gen_ai.usage.output_tokens"] == 7
+    assert attributes["gen_ai.response.model"] == "fake-1"
+
+
+def test_the_request_changes_with_what_changes_the_answer(agentaccel_spans: SpanRecorder) -> None:
+    model = fake(*[f"answer {i}" for i in range(6)])
+    tools = [{"type": "function", "function": {"name": "search", "description": "d", "parameters": {}}}]
+    answers = [
+        model.invoke("hi").content,
+        model.invoke("hi", stop=["x"]).content,
+        model.bind(tools=tools).invoke("hi").content,
+        model.bind(tools=tools, tool_choice="search").invoke("hi").content,
+        model.invoke("hello").content,
+        model.invoke("hi").content,
+    ]
+    assert answers == ["answer 0", "answer 1", "answer 2", "answer 3", "answer 4", "answer 0"]
+    assert results(agentaccel_spans.spans()) == ["miss"] * 5 + ["hit"]
+
+
+def test_async_and_batch_share_the_entries_of_invoke(agentaccel_spans: SpanRecorder) -> None:
+    model = fake("a", "b", "c")
+    assert model.invoke("q1").content == "a"
+    assert asyncio.run(model.ainvoke("q1")).content == "a"
+    assert [m.content for m in model.batch(["q1", "q2"])] == ["a", "b"]
+    assert [m.content for m in asyncio.run(model.abatch(["q1", "q2"]))] == ["a", "b"]
+    assert results(agentaccel_spans.spans()).count("miss") == 2
+
+
+def test_callbacks_see_the_same_events_on_a_hit_as_on_a_miss(agentaccel_spans: SpanRecorder, callbacks: Any) -> None:
+    model = fake("the answer", "not this")
+    config = {"callbacks": [callbacks.handler]}
+    miss = model.invoke("question", config=config)
+    miss_events = callbacks.take()
+    hit = model.invoke("question", config=config)
+    assert hit.content == miss.content == "the answer"
+    assert callbacks.take() == miss_events == [("on_chat_model_start", [["question"]]),
+                                               ("on_llm_end", [["the answer"]])]
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
+
+
+def test_a_handler_attached_and_none_attached_share_one_entry(agentaccel_spans: SpanRecorder, callbacks: Any) -> None:
+    model = fake("stored once", "not this")
+    assert model.invoke("q", config={"callbacks": [callbacks.handler]}).content == "stored once"
+    assert model.invoke("q").content == "stored once"
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
+
+
+def test_a_cached_stream_replays_as_chunks_with_token_callbacks(agentaccel_spans: SpanRecorder,
+                                                                callbacks: Any) -> None:
+    model = fake("one two three", "not this")
+    config = {"callbacks": [callbacks.handler]}
+    first = list(model.stream("count", config=config))
+    first_events = callbacks.take()
+    second = list(model.stream("count", config=config))
+    assert all(isinstance(c, AIMessageChunk) for c in second)
+    assert [c.content for c in second] == [c.content for c in first]
+    assert "".join(c.content for c in second) == "one two three"
+    assert callbacks.take() == first_events
+    assert [e for e in first_events if e[0] == "on_llm_new_token"][:3] == [
+        ("on_llm_new_token", "one"), ("on_llm_new_token", " "), ("on_llm_new_token", "two")]
+    spans = agentaccel_spans.spans()
+    assert results(spans) == ["miss", "hit"]
+    assert spans[1].attributes["agentaccel.mode"] == "sync_stream"
+
+
+def test_async_stream_replays(agentaccel_spans: SpanRecorder) -> None:
+    model = fake("a b", "not this")
+
+    async def collect() -> list[Any]:
+        return [c async for c in model.astream("go")]
+
+    first, second = asyncio.run(collect()), asyncio.run(collect())
+    assert [c.content for c in second] == [c.content for c in first]
+    assert all(isinstance(c, AIMessageChunk) for c in second)
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
+
+
+def test_langchain_cache_answers_after_agentaccel(agentaccel_spans: SpanRecorder) -> None:
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    lc_cache = InMemoryCache()
+    set_llm_cache(lc_cache)
+    model = fake("first", "second")
+    callbacks_config: Any = {"callbacks": []}
+    assert model.invoke("q", config=callbacks_config).content == "first"
+    assert lc_cache._cache  # LangChain's cache was filled below agentaccel's
+    assert model.invoke("q").content == "first"
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
+
+
+def test_options_cache_false_calls_the_model(agentaccel_spans: SpanRecorder) -> None:
+    model = fake("one", "two")
+    assert model.invoke("q").content == "one"
+    with agentaccel.options(cache=False):
+        assert model.invoke("q").content == "two"

@@ -1,0 +1,207 @@
+"""Integration: ChatOpenAI over real HTTP against the mock LLM, a LangGraph agent with two tools (spans nested
+graph -> node -> chat/tool, cache, limit), 429 feedback, embeddings, tools, uninstrument and enable-before-import."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.tools import tool
+
+import agentaccel
+from agentaccel.mockllm import MockLLM
+from agentaccel.testing.pytest_plugin import SpanRecorder
+
+
+def chat_model(mock_llm: MockLLM, **kwargs: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(base_url=mock_llm.url, api_key="test", model="gpt-4o-mini", **kwargs)
+
+
+@tool
+def weather(city: str) -> str:
+    """The weather in a city."""
+    return f"sunny in {city}"
+
+
+@tool
+def population(city: str) -> int:
+    """How many people live in a city."""
+    return 1000
+
+
+def test_chat_openai_span_usage_provider_and_hit(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    model = chat_model(mock_llm)
+    first = model.invoke([HumanMessage("hello there")])
+    second = model.invoke([HumanMessage("hello there")])
+    assert isinstance(second, AIMessage) and second.content == first.content
+    assert second.usage_metadata == first.usage_metadata
+    assert mock_llm.counters()["chat_requests"] == 1
+    spans = agentaccel_spans.spans()
+    assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 2
+    attributes = spans[0].attributes
+    assert attributes["gen_ai.provider.name"] == "openai"
+    assert attributes["gen_ai.request.model"] == "gpt-4o-mini"
+    assert attributes["gen_ai.response.model"]
+    assert attributes["gen_ai.usage.input_tokens"] > 0
+    assert attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_chat_openai_stream_replay(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    model = chat_model(mock_llm)
+    first = [c.content for c in model.stream("tell me a story")]
+    second = list(model.stream("tell me a story"))
+    assert [c.content for c in second] == first
+    assert mock_llm.counters()["chat_requests"] == 1
+
+
+def test_a_429_reaches_the_limit_plugin(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    mock_llm.configure(script=[{"match": "busy", "status": 429, "error": "slow down"}], retry_after=0)
+    agentaccel_spans.enable(limit={"rules": [{"name": "openai", "provider": "openai", "max_concurrency": 4,
+                                              "adaptive": True}]})
+    model = chat_model(mock_llm, max_retries=0)
+    with pytest.raises(Exception) as raised:
+        model.invoke("busy now")
+    assert raised.value.status_code == 429  # type: ignore[attr-defined]
+    span = agentaccel_spans.span("chat gpt-4o-mini")
+    assert span.attributes["agentaccel.limit.rule"] == "openai"
+    assert span.attributes["agentaccel.limit.rate_limited"] is True
+
+
+def test_embeddings_and_tools(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    from langchain_core.embeddings import Embeddings
+    from langchain_openai import OpenAIEmbeddings
+
+    class LengthEmbedding(Embeddings):  # a subclass created after enable(): patched as it is created
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[float(len(t))] for t in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return [float(len(text))]
+
+    fake = LengthEmbedding()
+    assert fake.embed_documents(["a", "b"]) == fake.embed_documents(["a", "b"])
+    real = OpenAIEmbeddings(base_url=mock_llm.url, api_key="test", model="text-embedding-3-small",
+                            check_embedding_ctx_length=False)
+    vector = real.embed_query("hello")
+    assert real.embed_query("hello") == vector
+    assert weather.invoke({"city": "Paris"}) == "sunny in Paris"
+    assert asyncio.run(population.ainvoke({"city": "Paris"})) == 1000
+    names = [s.name for s in agentaccel_spans.spans()]
+    assert names == ["embeddings LengthEmbedding"] * 2 + ["embeddings text-embedding-3-small"] * 2 + [
+        "execute_tool weather", "execute_tool population"]
+    spans = agentaccel_spans.spans()
+    assert [s.attributes.get("agentaccel.cache.result") for s in spans[:4]] == ["miss", "hit", "miss", "hit"]
+    assert spans[2].attributes["gen_ai.provider.name"] == "openai"
+
+
+AGENT_SCRIPT = [
+    {"match": "weather and population", "response": {"tool_calls": [
+        {"name": "weather", "arguments": {"city": "Oslo"}}, {"name": "population", "arguments": {"city": "Oslo"}}]}},
+]
+
+
+def _run_agent(mock_llm: MockLLM, question: str) -> Any:
+    from langchain.agents import create_agent
+
+    agent = create_agent(chat_model(mock_llm), [weather, population], name="city_agent")
+    return agent.invoke({"messages": [HumanMessage(question)]})
+
+
+def test_agent_with_two_tools_spans_cache_and_limit(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    mock_llm.configure(script=AGENT_SCRIPT)
+    agentaccel_spans.enable(limit={"rules": [{"name": "openai", "provider": "openai", "max_concurrency": 2}]})
+    state = _run_agent(mock_llm, "weather and population of Oslo?")
+    assert isinstance(state["messages"][-1], AIMessage)
+    spans = agentaccel_spans.spans()
+    by_id = {s.context.span_id: s for s in spans}
+    agent = [s for s in spans if s.name == "invoke_agent city_agent"]
+    assert len(agent) == 1
+    chats = [s for s in spans if s.name.startswith("chat ")]
+    tools = sorted(s.name for s in spans if s.name.startswith("execute_tool"))
+    assert len(chats) == 2 and tools == ["execute_tool population", "execute_tool weather"]
+
+    def ancestors(span: Any) -> list[str]:
+        names = []
+        while span.parent is not None and span.parent.span_id in by_id:
+            span = by_id[span.parent.span_id]
+            names.append(span.name)
+        return names
+
+    for span in [*chats, *[s for s in spans if s.name.startswith("execute_tool")]]:
+        chain = ancestors(span)
+        assert chain[-1] == "invoke_agent city_agent", chain
+        assert chain[0].startswith("invoke_workflow "), chain  # the node
+    assert all(s.attributes["agentaccel.limit.rule"] == "openai" for s in chats)
+    upstream = mock_llm.counters()["chat_requests"]
+
+    agentaccel_spans.clear()
+    _run_agent(mock_llm, "weather and population of Oslo?")
+    assert mock_llm.counters()["chat_requests"] == upstream  # the repeat is answered from the cache
+    hits = [s.attributes.get("agentaccel.cache.result") for s in agentaccel_spans.spans() if s.name.startswith("chat")]
+    assert hits == ["hit", "hit"]
+
+
+def test_graph_stream_mode_messages_yields_the_message_on_a_hit(agentaccel_spans: SpanRecorder,
+                                                              mock_llm: MockLLM) -> None:
+    from langgraph.prebuilt import create_react_agent
+
+    agent = create_react_agent(chat_model(mock_llm), [weather], name="react")
+
+    def messages() -> list[str]:
+        return [m.content for m, _ in agent.stream({"messages": [HumanMessage("just chat")]}, stream_mode="messages")
+                if isinstance(m, AIMessage) and m.content]
+
+    first = messages()
+    assert first
+    assert "".join(messages()) == "".join(first)
+    assert any(s.name == "invoke_agent react" for s in agentaccel_spans.spans())
+
+
+def test_uninstrument_restores_every_patched_attribute(agentaccel_spans: SpanRecorder) -> None:
+    from langchain_core.embeddings import FakeEmbeddings
+    from langchain_core.language_models.chat_models import BaseChatModel
+    from langchain_core.tools import BaseTool
+    from langgraph.pregel import Pregel
+
+    agentaccel.disable()
+    originals = {(cls, name): cls.__dict__.get(name) for cls, name in [
+        (BaseChatModel, "invoke"), (BaseChatModel, "_generate_with_cache"), (BaseChatModel, "__init_subclass__"),
+        (BaseTool, "run"), (Pregel, "stream"), (FakeEmbeddings, "embed_query")]}
+    runtime = agentaccel_spans.enable()
+    adapter = next(a for a in runtime.adapters if a.name == "langchain")
+    assert adapter.problems == []
+    assert BaseChatModel.__dict__["invoke"] is not originals[(BaseChatModel, "invoke")]
+    agentaccel.disable()
+    assert {key: key[0].__dict__.get(key[1]) for key in originals} == originals
+    assert adapter.patched() == []
+
+
+def test_enable_before_import(subprocess_env: dict[str, str]) -> None:
+    code = """
+import sys
+import agentaccel
+agentaccel.enable()
+assert "langchain_core" not in sys.modules
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langchain_core.embeddings import Embeddings
+
+class Mine(Embeddings):  # defined after enable(): patched when created
+    def embed_documents(self, texts): return [[1.0] for _ in texts]
+    def embed_query(self, text): return [1.0]
+
+adapter = next(a for a in agentaccel.runtime().adapters if a.name == "langchain")
+patched = adapter.patched()
+assert any(p.endswith("BaseChatModel._generate_with_cache") for p in patched), patched
+assert any(p.endswith("Mine.embed_query") for p in patched), patched
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
