@@ -9,6 +9,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import set_value
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
@@ -61,13 +62,15 @@ REQUEST_ATTRIBUTES = {
 #: Where the call's name goes, by operation.
 NAME_ATTRIBUTE = {EXECUTE_TOOL: "gen_ai.tool.name", INVOKE_AGENT: "gen_ai.agent.name",
                   INVOKE_WORKFLOW: "agentaccel.workflow.name"}
+#: The context key LLM instrumentations (OpenLLMetry and others) check before recording a model call of their own.
+SUPPRESS_MODEL_INSTRUMENTATION = "suppress_language_model_instrumentation"
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
 
 
 class _Static:
     """What a target's spans share, worked out once per target."""
 
-    __slots__ = ("attributes", "describe", "kind", "name", "per_call", "timed", "tracer")
+    __slots__ = ("attributes", "describe", "kind", "model", "name", "per_call", "timed", "tracer")
 
     def __init__(self, tracer: trace.Tracer, target: Target, timed: bool) -> None:
         self.tracer = tracer
@@ -83,6 +86,7 @@ class _Static:
         self.per_call = target.identify is not None or target.operation in MODEL_OPERATIONS
         self.timed = timed or target.mode.is_stream
         self.describe = target.describe is not None or target.mode.is_stream
+        self.model = target.operation in MODEL_OPERATIONS
 
 
 class Tracing(Middleware):
@@ -127,7 +131,10 @@ class Tracing(Middleware):
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
         span = static.tracer.start_span(name, None, static.kind, attributes)
-        call.context = set_span_in_context(span)
+        context = set_span_in_context(span)
+        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
+        # LangChain model): the key those instrumentations honour tells them this span already records the call.
+        call.context = set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if static.model else context
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)

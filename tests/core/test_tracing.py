@@ -461,3 +461,32 @@ def test_a_streamed_chat_inside_a_streamed_chat_is_one_span(agentaccel_spans: Sp
 
     assert asyncio.run(read()) == ["a", "b"]
     assert [s.name for s in agentaccel_spans.spans()] == ["chat gpt-outer"]
+
+
+def test_llm_instrumentations_underneath_a_model_call_are_told_it_is_recorded(agentaccel_spans: SpanRecorder) -> None:
+    # An OpenLLMetry-style instrumentation of a client library: it records its own span for a model call unless
+    # the context carries the suppression key those instrumentations honour.
+    from opentelemetry import context, trace
+
+    tracer = agentaccel_spans.tracer_provider.get_tracer("openllmetry-style")
+
+    def instrumented_client_create(prompt: str) -> str:
+        if context.get_value("suppress_language_model_instrumentation"):
+            return prompt.upper()
+        with tracer.start_as_current_span("openai.chat"):
+            return prompt.upper()
+
+    @agentaccel.accelerate(operation="chat", name="framework-model", request=lambda call: {"model": "m"})
+    def framework_chat(prompt: str) -> str:
+        return instrumented_client_create(prompt)
+
+    @agentaccel.accelerate(name="tool")
+    def tool(prompt: str) -> str:
+        return instrumented_client_create(prompt)
+
+    assert framework_chat("hi") == "HI"
+    assert [s.name for s in agentaccel_spans.spans()] == ["chat m"]  # one span for the one request
+    agentaccel_spans.clear()
+    assert tool("hi") == "HI"  # only model calls suppress: a tool's client call is its own operation
+    assert sorted(s.name for s in agentaccel_spans.spans()) == ["execute_tool tool", "openai.chat"]
+    assert trace.get_current_span() is trace.INVALID_SPAN
