@@ -29,7 +29,13 @@ class Flight:
         self.entry: Entry | None = None
 
     def wait(self, timeout: float) -> Entry | _Timeout | None:
-        """Block until the leader finishes: its entry, None when it stored nothing (failed), or TIMEOUT."""
+        """Block until the leader finishes: its entry, None when it stored nothing (failed), or TIMEOUT.
+
+        A sync call made on a thread that runs an event loop (sync code inside a coroutine) must not block: the
+        leader may be a task on that very loop, which could then never finish. It gets TIMEOUT at once and calls
+        upstream itself."""
+        if not self._done.is_set() and _on_event_loop():
+            return TIMEOUT
         if not self._done.wait(timeout):
             return TIMEOUT
         return self.entry
@@ -77,6 +83,14 @@ class Flights:
         for loop, future in loops:
             with contextlib.suppress(RuntimeError):  # that loop was closed: its waiter is gone with it
                 loop.call_soon_threadsafe(_wake, future)
+
+
+def _on_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _wake(future: asyncio.Future[None]) -> None:

@@ -115,3 +115,37 @@ def test_waiters_try_again_when_the_leader_fails(agentaccel_spans: SpanRecorder)
         answers = list(pool.map(lambda _: call(), range(20)))
     assert answers.count("error") == 1 and answers.count("q") == 19
     assert len(upstream) == 2  # the failure is not shared, and the retry is not a stampede
+
+
+def test_a_sync_call_on_the_leaders_event_loop_does_not_wait_for_it(agentaccel_spans: SpanRecorder) -> None:
+    # The async leader cannot finish until the sync call made on its own loop returns; waiting would deadlock the
+    # loop until the lease ran out. The sync call must call upstream itself instead.
+    upstream: list[str] = []
+    release = asyncio.Event()
+
+    async def leader_model(q: str) -> str:
+        upstream.append("async")
+        await release.wait()
+        return q
+
+    def sync_model(q: str) -> str:
+        upstream.append("sync")
+        return q
+
+    async_model = agentaccel.wrap(leader_model, operation=agentaccel.CHAT, name="loop", request=same_request)
+    sync_on_loop = agentaccel.wrap(sync_model, operation=agentaccel.CHAT, name="loop", request=same_request)
+
+    async def main() -> tuple[str, str]:
+        leading = asyncio.ensure_future(async_model("q"))
+        await asyncio.sleep(0)  # the leader has joined the flight and is waiting on `release`
+        answer = sync_on_loop("q")  # sync code running on the loop's thread
+        release.set()
+        return answer, await leading
+
+    outcome: list[tuple[str, str]] = []
+    runner = threading.Thread(target=lambda: outcome.append(asyncio.run(main())), daemon=True)
+    runner.start()
+    runner.join(30)  # a regression deadlocks the loop until the cache's lease (60 s) runs out
+    assert not runner.is_alive(), "the sync call blocked its own event loop waiting for the async leader"
+    assert outcome == [("q", "q")]
+    assert upstream == ["async", "sync"]
