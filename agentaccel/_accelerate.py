@@ -41,13 +41,16 @@ def _arguments_request(fn: Callable[..., Any]) -> Callable[[Call], Mapping[str, 
         # Signature.bind costs ~5 us; for the common signature (no *args, **kwargs or positional-only) a dict
         # built from the names does the same, and anything unusual or wrong takes the exact path.
         arguments: dict[str, Any] | None = None
-        if (simple and len(args) <= len(positional) and call.kwargs.keys() <= names
-                and not any(k in positional[:len(args)] for k in call.kwargs)):
-            arguments = {**defaults, **dict(zip(positional, args, strict=False)), **call.kwargs}
+        kwargs = call.kwargs
+        if simple and len(args) <= len(positional) and (
+                not kwargs or (kwargs.keys() <= names and kwargs.keys().isdisjoint(positional[:len(args)]))):
+            arguments = defaults.copy()
+            arguments.update(zip(positional, args, strict=False))
+            arguments.update(kwargs)
             if len(arguments) != len(parameters):
                 arguments = None  # a missing or an unknown argument: let bind() say which
         if arguments is None:
-            bound = signature.bind(*args, **call.kwargs)
+            bound = signature.bind(*args, **kwargs)
             bound.apply_defaults()
             arguments = dict(bound.arguments)
         if bound_first and call.instance is not None:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 from agentaccel._context import _OPTIONS, _SCOPE
 
@@ -32,13 +32,13 @@ class Mode(enum.Enum):
     SYNC_STREAM = "sync_stream"
     ASYNC_STREAM = "async_stream"
 
-    @property
-    def is_stream(self) -> bool:
-        return self in (Mode.SYNC_STREAM, Mode.ASYNC_STREAM)
+    is_stream: bool
+    is_async: bool
 
-    @property
-    def is_async(self) -> bool:
-        return self in (Mode.ASYNC, Mode.ASYNC_STREAM)
+    def __init__(self, value: str) -> None:
+        # Plain attributes, not properties: the pipeline asks them on every call.
+        self.is_stream = value.endswith("stream")
+        self.is_async = value.startswith("async")
 
 
 class CodecError(ValueError):
@@ -46,7 +46,12 @@ class CodecError(ValueError):
 
 
 class Codec(Protocol):
-    """Turns a framework's result (or one stream chunk) into JSON-safe data and back. Never pickle."""
+    """Turns a framework's result (or one stream chunk) into JSON-safe data and back. Never pickle.
+
+    ``decode`` must treat its data as untrusted (it may come from a shared store) and raise on anything it did not
+    make. A codec may also define ``rebuild(data)``: the same result from data its own ``encode`` made or its
+    ``decode`` accepted, without validating it again; the cache uses it for in-process hits.
+    """
 
     def encode(self, value: Any) -> Any: ...
 
@@ -129,9 +134,10 @@ class Call:
         self.kwargs = kwargs
         self.scope: Mapping[str, str] = _SCOPE.get()
         self.options: Mapping[str, Any] = _OPTIONS.get()
-        self.attributes: dict[str, Any] | None = None
-        #: The OpenTelemetry context the original callable (and each step of a stream) runs in; the tracing
-        #: middleware sets its span's here so that calls made inside are its children.
+        self.attributes: dict[str, Any] = {}
+        #: The OpenTelemetry context the original callable (and each step of a stream) runs in, or a callable
+        #: returning it, called once just before the original first runs (never, when a middleware answered); the
+        #: tracing middleware sets its span's here so that calls made inside are its children.
         self.context: Any = None
         #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
         self.collect = False
@@ -158,20 +164,33 @@ class Call:
         """The normalized request, built on first access and kept for the rest of the call."""
         if self._request is None:
             builder = self.target.request
-            self._request = MappingProxyType(dict(builder(self))) if builder is not None else _NO_REQUEST
+            self._request = Request(builder(self)) if builder is not None else _NO_REQUEST
         return self._request
 
     def annotate(self, key: str, value: Any) -> None:
         """Record an attribute for this call's span (e.g. ``agentaccel.cache.result``)."""
-        if self.attributes is None:
-            self.attributes = {}
         self.attributes[key] = value
 
     def __repr__(self) -> str:
         return f"<Call {self.framework}:{self.operation} {self.name!r} {self.mode.value}>"
 
 
-_NO_REQUEST: Mapping[str, Any] = MappingProxyType({})
+class Request(dict[str, Any]):
+    """A normalized request: a dict no middleware can change under the others (a dict, not a mapping proxy, so
+    that encoders such as the cache's take it as it is, without a copy per call)."""
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("call.request is read-only: middleware share it")
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[dict[str, Any]], tuple[dict[str, Any]]]:
+        return dict, (dict(self),)  # copies (copy, deepcopy, pickle) are plain dicts, free to change
+
+
+_NO_REQUEST: Mapping[str, Any] = Request()
 
 
 class Outcome:

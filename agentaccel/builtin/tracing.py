@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import set_value
+from opentelemetry.context import Context, set_value
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
@@ -114,13 +114,14 @@ class Tracing(Middleware):
         subject = call.name
         if target.operation in MODEL_OPERATIONS:
             request = call.request
-            for key, attribute in REQUEST_ATTRIBUTES.items():
-                value = request.get(key)
+            for key in request.keys() & REQUEST_ATTRIBUTES.keys():
+                value = request[key]
                 if value is not None:
-                    attributes[attribute] = [value] if key == "stop" and isinstance(value, str) else value
+                    attributes[REQUEST_ATTRIBUTES[key]] = [value] if key == "stop" and isinstance(value, str) else value
             subject = request.get("model") or subject
-        for key, value in call.scope.items():
-            attributes[f"agentaccel.scope.{key}"] = value
+        if call.scope:
+            for key, value in call.scope.items():
+                attributes[f"agentaccel.scope.{key}"] = value
         return f"{target.operation} {subject}", attributes
 
     def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
@@ -130,17 +131,25 @@ class Tracing(Middleware):
         else:
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
-        span = static.tracer.start_span(name, None, static.kind, attributes)
-        context = set_span_in_context(span)
-        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
-        # LangChain model): the key those instrumentations honour tells them this span already records the call.
-        call.context = set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if static.model else context
+        lazy = call.context = _LazySpan(static, name, attributes, call)
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
+        ending = _ending(call, outcome, start, error_type) if error_type is not None or static.describe else None
+        span = lazy.span
+        if span is None:  # answered without running the original (a cache hit): all attributes are known now
+            span = lazy.start(ending)
+        elif span.is_recording():
+            annotated = call.attributes
+            if annotated != lazy.given:  # annotated after the span started (usage, a stream's cache result)
+                given = lazy.given
+                ending = {**{k: v for k, v in annotated.items() if k not in given or given[k] != v}, **(ending or {})}
+            if ending:
+                span.set_attributes(ending)
         try:
-            if (error_type is not None or static.describe or call.attributes) and span.is_recording():
-                _finish(span, call, outcome, start, error_type)
+            if error is not None and error_type is not None and span.is_recording():
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
         finally:
             span.end()
         if self.record_duration is not None:
@@ -149,6 +158,44 @@ class Tracing(Middleware):
             if error_type is not None:
                 metric["error.type"] = error_type
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
+
+
+class _LazySpan:
+    """A call's span, started when first needed, with the start time of the call: when the original is about to
+    run (the pipeline calls this as ``call.context``, and the call runs in the span's context), or at the end for
+    a call answered without running it (a cache hit, which then builds no context at all). Starting late puts
+    what middleware annotated while deciding, and on a hit everything, into the SDK's one pass over the
+    attributes at the start, where each ``set_attributes`` would be another pass."""
+
+    __slots__ = ("attributes", "call", "given", "name", "span", "start_ns", "static")
+
+    def __init__(self, static: _Static, name: str, attributes: dict[str, Any], call: Call) -> None:
+        self.static = static
+        self.name = name
+        self.attributes = attributes
+        self.call = call
+        self.start_ns = time.time_ns()
+        self.span: trace.Span | None = None
+        self.given: dict[str, Any] = _NOTHING  # the call's annotations the span started with
+
+    def start(self, ending: Mapping[str, Any] | None = None) -> trace.Span:
+        static = self.static
+        attributes = self.attributes
+        annotated = self.call.attributes
+        if annotated or ending:
+            self.given = dict(annotated)
+            attributes = {**attributes, **annotated, **(ending or {})}
+        span = self.span = static.tracer.start_span(self.name, None, static.kind, attributes, start_time=self.start_ns)
+        return span
+
+    def __call__(self) -> Context:
+        context = set_span_in_context(self.span or self.start())
+        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
+        # LangChain model): the key those instrumentations honour tells them this span already records the call.
+        return set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if self.static.model else context
+
+
+_NOTHING: dict[str, Any] = {}
 
 
 def _identity(attributes: dict[str, Any], operation: str, name: str, provider: str | None) -> None:
@@ -165,32 +212,30 @@ def _error_type(error: BaseException) -> str | None:
     return type(error).__qualname__
 
 
-def _finish(span: trace.Span, call: Call, outcome: Outcome, start_ns: int, error_type: str | None) -> None:
-    target = call.target
+def _ending(call: Call, outcome: Outcome, start_ns: int, error_type: str | None) -> dict[str, Any]:
+    """The attributes known when the call ends: a stream's counts, the error's type, or what the adapter's
+    ``describe()`` reads from the result (usage, response model)."""
+    attributes: dict[str, Any] = {}
     if isinstance(outcome, StreamOutcome):
-        span.set_attribute("agentaccel.stream.chunks", outcome.chunks)
-        span.set_attribute("agentaccel.stream.completed", outcome.completed)
+        attributes["agentaccel.stream.chunks"] = outcome.chunks
+        attributes["agentaccel.stream.completed"] = outcome.completed
         if outcome.chunks:
-            span.set_attribute("agentaccel.stream.first_chunk_ms", (outcome.first_chunk_ns - start_ns) / 1e6)
+            attributes["agentaccel.stream.first_chunk_ms"] = (outcome.first_chunk_ns - start_ns) / 1e6
         if isinstance(outcome.error, GeneratorExit):
-            span.set_attribute("agentaccel.stream.abandoned", True)
-    if error_type is not None and outcome.error is not None:
-        span.set_attribute("error.type", error_type)
-        span.record_exception(outcome.error)
-        span.set_status(Status(StatusCode.ERROR, str(outcome.error) or error_type))
+            attributes["agentaccel.stream.abandoned"] = True
+    target = call.target
+    if error_type is not None:
+        attributes["error.type"] = error_type
     elif target.describe is not None:
         result = outcome.last if isinstance(outcome, StreamOutcome) else outcome.value
         if result is not None:
             try:
-                span.set_attributes(_clean(target.describe(result)))
+                described = target.describe(result)
             except Exception as exc:  # the adapter's bug: the span still ends, the call still returns
                 isolate(f"{target.framework} adapter's describe() for {target.operation}", exc)
-    if call.attributes:
-        span.set_attributes(call.attributes)
-
-
-def _clean(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in attributes.items() if v is not None}
+            else:
+                attributes.update((k, v) for k, v in described.items() if v is not None)
+    return attributes
 
 
 @hookimpl

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import logging
 
-from agentaccel import CircuitBreaker
+from agentaccel import CircuitBreaker, Codec
 from agentaccel_cache.backends import Backend, open_backend
 from agentaccel_cache.config import CacheConfig
 from agentaccel_cache.l1 import L1
 from agentaccel_cache.policy import Policies
 from agentaccel_cache.singleflight import Flights
 from agentaccel_cache.stats import Stats
-from agentaccel_cache.values import Entry, InvalidEntry, dump, load
+from agentaccel_cache.values import Entry, dump, load, to_result
 
 log = logging.getLogger("agentaccel.cache")
 
@@ -35,11 +35,14 @@ class Cache:
     def dump(self, key: str, entry: Entry) -> bytes:
         return dump(entry, key, self._secret)
 
-    def load(self, key: str, blob: bytes) -> tuple[Entry, object] | None:
-        """The entry in ``blob`` and its data, or None for an invalid one (counted and logged, never run)."""
+    def load(self, key: str, blob: bytes, codec: Codec) -> tuple[Entry, object] | None:
+        """The entry in ``blob`` and the result it holds, decoded by ``codec``; None for an entry that is not
+        valid or does not decode (counted and logged, never run). Only a decoded entry may go on to L1, where
+        hits skip validation."""
         try:
-            return load(blob, key, self._secret)
-        except InvalidEntry as exc:
+            entry, data = load(blob, key, self._secret)
+            return entry, to_result(codec, entry.stream, data)
+        except Exception as exc:  # InvalidEntry, or whatever the adapter's decode raised on data it did not make
             self.stats.invalid()
             log.warning("agentaccel cache: ignored the L2 entry %s (%s); treated as a miss", key, exc)
             return None

@@ -1,40 +1,47 @@
 """Cache keys: a versioned SHA-256 digest of a canonical JSON encoding of everything that changes the answer.
 
-Canonical means sorted keys, no whitespace, ``ensure_ascii=False`` and no NaN, so equal requests give equal bytes
-in every process and Python run. Nothing here uses an object id, a ``repr`` or a memoized string: a request that is
-not JSON data has no key, and its call is not cached (``bypass``) rather than keyed by something unstable.
+Canonical means orjson with sorted keys: no whitespace, UTF-8, shortest round-trip floats, so equal requests give
+equal bytes in every process and Python run (orjson because the stdlib encoder costs 6 us on a 1.2 KB chat request
+against orjson's 0.4 us, and this runs on every cached call). Nothing here uses an object id, a ``repr`` or a
+memoized string: a request that is not JSON data has no key, and its call is not cached (``bypass``) rather than
+keyed by something unstable.
+
+NaN and the infinities are not JSON: orjson writes them as null, so a request holding one shares its key with the
+same request holding None there. Searching every key's bytes for a null to rule that out would cost 0.8 us per
+call for requests no provider accepts (they fail upstream, and a failed call stores nothing).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+
+import orjson
 
 from agentaccel import Call
 
 #: Bumped whenever the key material or its encoding changes, so old entries are never read under a new meaning.
-VERSION = "agentaccel-cache/1"
-
-# One encoder built once: json.dumps(**kwargs) would build a new one per call on the hot path.
-_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+VERSION = "agentaccel-cache/2"
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 class Unkeyable(Exception):
-    """The request holds something that is not JSON data (an object, a set, NaN): the call is not cached."""
+    """The request holds something that is not JSON data (an object, a set, a non-string key, an integer beyond
+    64 bits): the call is not cached."""
 
 
 def digest(call: Call, namespace: str) -> str:
     """The key of ``call`` in ``namespace``: 64 hex digits."""
     target = call.target
+    scope = call.scope
     # A stream's entry holds chunks, a call's one value: the mode's kind is part of the answer's shape (sync and
     # async are not, so they share entries).
-    material = [VERSION, namespace, target.framework, target.operation, call.name, call.provider,
-                target.mode.is_stream, sorted(call.scope.items()), dict(call.request)]
+    material = (VERSION, namespace, target.framework, target.operation, call.name, call.provider,
+                target.mode.is_stream, sorted(scope.items()) if scope else (), call.request)
     try:
-        text = _encode(material)
-    except (TypeError, ValueError) as exc:
+        text = orjson.dumps(material, option=_SORTED)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise Unkeyable(str(exc)) from None
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(text).hexdigest()
 
 
 def label(call: Call) -> str:

@@ -21,10 +21,14 @@ TIMEOUT = _Timeout()
 
 
 class Flight:
-    __slots__ = ("_done", "_loops", "entry")
+    """One leader's call in progress. Its Event is made by the first thread that waits (under the lock), so a
+    flight nobody joins (the common case) costs no Event."""
+
+    __slots__ = ("_done", "_event", "_loops", "entry")
 
     def __init__(self) -> None:
-        self._done = threading.Event()
+        self._done = False
+        self._event: threading.Event | None = None
         self._loops: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
         self.entry: Entry | None = None
 
@@ -34,9 +38,15 @@ class Flight:
         A sync call made on a thread that runs an event loop (sync code inside a coroutine) must not block: the
         leader may be a task on that very loop, which could then never finish. It gets TIMEOUT at once and calls
         upstream itself."""
-        if not self._done.is_set() and _on_event_loop():
-            return TIMEOUT
-        if not self._done.wait(timeout):
+        with _lock:
+            if self._done:
+                return self.entry
+            if _on_event_loop():
+                return TIMEOUT
+            event = self._event
+            if event is None:
+                event = self._event = threading.Event()
+        if not event.wait(timeout):
             return TIMEOUT
         return self.entry
 
@@ -44,7 +54,7 @@ class Flight:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         with _lock:
-            if self._done.is_set():
+            if self._done:
                 return self.entry
             self._loops.append((loop, future))
         try:
@@ -75,11 +85,13 @@ class Flights:
         with _lock:
             if self._flights.get(key) is flight:
                 del self._flights[key]
-            if flight._done.is_set():
+            if flight._done:
                 return
             flight.entry = entry
-            flight._done.set()
-            loops, flight._loops = flight._loops, []
+            flight._done = True
+            event, loops, flight._loops = flight._event, flight._loops, []
+        if event is not None:
+            event.set()
         for loop, future in loops:
             with contextlib.suppress(RuntimeError):  # that loop was closed: its waiter is gone with it
                 loop.call_soon_threadsafe(_wake, future)

@@ -15,13 +15,15 @@ import agentaccel
 from agentaccel import Call, Mode, Target
 from agentaccel.testing.pytest_plugin import SpanRecorder
 
-json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+# Integers within 64 bits: the canonical encoder refuses larger ones (such a call is not cached, see test_middleware).
+ints = st.integers(-(2**63), 2**64 - 1)
+json_scalars = st.none() | st.booleans() | ints | st.floats(allow_nan=False, allow_infinity=False) | st.text()
 json_data = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4)
                          | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
 messages = st.lists(st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]), "content": st.text()}),
                     max_size=3)
 requests = st.fixed_dictionaries({"model": st.sampled_from(["gpt-a", "gpt-b"]), "messages": messages},
-                                 optional={"temperature": st.floats(0, 2), "seed": st.integers(),
+                                 optional={"temperature": st.floats(0, 2), "seed": ints,
                                            "stop": st.lists(st.text(max_size=4), max_size=2),
                                            "tools": st.lists(json_data, max_size=2), "tool_choice": json_data,
                                            "response_format": json_data})

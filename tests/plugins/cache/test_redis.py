@@ -104,6 +104,54 @@ def test_planted_pickle_payload_is_a_miss_and_runs_nothing(agentaccel_spans: Spa
     assert client.get(key).startswith(b"aac1")  # the miss stored a good entry over it
 
 
+class StrictCodec:
+    """A codec whose decode validates (as an adapter's must for data from a shared store) and whose rebuild
+    does not; it records which one served."""
+
+    def __init__(self) -> None:
+        self.used: list[str] = []
+
+    def encode(self, value: Any) -> Any:
+        return value
+
+    def decode(self, data: Any) -> Any:
+        self.used.append("decode")
+        if not isinstance(data, dict) or not isinstance(data.get("answer"), str):
+            raise agentaccel.CodecError(f"not an answer: {data!r}")
+        return data
+
+    def rebuild(self, data: Any) -> Any:
+        self.used.append("rebuild")
+        return data
+
+
+def test_l2_entries_decode_with_validation_before_l1_hits_skip_it(agentaccel_spans: SpanRecorder,
+                                                                   redis_server: RedisServer) -> None:
+    codec = StrictCodec()
+    calls: list[str] = []
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="strict", codec=codec)
+    def chat(q: str) -> dict[str, Any]:
+        calls.append(q)
+        return {"answer": q.upper()}
+
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t9"})
+    chat("a"), chat("a")
+    assert codec.used == ["rebuild"]  # the L1 hit: data this codec made
+    cache().l1.clear()
+    codec.used.clear()
+    chat("a"), chat("a")
+    assert codec.used == ["decode", "rebuild"]  # from L2 through decode, then from L1
+    # An entry in the right format whose data the codec rejects: a miss, counted, and never reaches L1.
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = entry_keys(client, "t9")
+    client.set(key, client.get(key).replace(b'"answer":"A"', b'"answer":7'))
+    cache().l1.clear()
+    assert chat("a") == {"answer": "A"} and calls == ["a", "a"]
+    assert cache().stats.invalid_entries == 1
+    assert chat("a") == {"answer": "A"} and calls == ["a", "a"]  # the fresh answer, from L1
+
+
 def test_tampered_and_unsigned_entries_are_misses_when_signing(agentaccel_spans: SpanRecorder,
                                                                redis_server: RedisServer) -> None:
     client = redis.Redis.from_url(redis_server.url)
