@@ -8,6 +8,8 @@ call answered with callbacks attached fills the cache for the same call without 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 from agentaccel import CodecError
@@ -39,6 +41,27 @@ def decode_message(data: Any) -> Any:
         raise CodecError(f"stored message is not a LangChain message: {exc}") from None
 
 
+@functools.cache
+def _constructible() -> dict[str, Any]:
+    from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
+
+    return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk, "tool": ToolMessage}
+
+
+def rebuild_message(data: Any) -> Any:
+    """The message again from data ``encode_message`` made (or ``decode_message`` accepted): pydantic's
+    ``model_construct`` skips the validators, which cost half of an in-process hit."""
+    cls = _constructible().get(data["type"])
+    return cls.model_construct(**data["data"]) if cls is not None else decode_message(data)
+
+
+@functools.cache
+def _outputs() -> Any:
+    from langchain_core import outputs
+
+    return outputs
+
+
 def _generation(message: Any, info: Any) -> dict[str, Any]:
     return {"message": encode_message(message), "generation_info": info}
 
@@ -51,11 +74,17 @@ class ChatResultCodec:
                 "llm_output": value.llm_output}
 
     def decode(self, data: Any) -> Any:
-        from langchain_core.outputs import ChatGeneration, ChatResult
+        return self._build(data, decode_message)
 
-        return ChatResult(generations=[ChatGeneration(message=decode_message(g["message"]),
-                                                      generation_info=g.get("generation_info"))
-                                       for g in data["generations"]], llm_output=data.get("llm_output"))
+    def rebuild(self, data: Any) -> Any:
+        return self._build(data, rebuild_message)
+
+    @staticmethod
+    def _build(data: Any, message: Callable[[Any], Any]) -> Any:
+        outputs = _outputs()
+        return outputs.ChatResult(generations=[outputs.ChatGeneration(message=message(g["message"]),
+                                                                      generation_info=g.get("generation_info"))
+                                               for g in data["generations"]], llm_output=data.get("llm_output"))
 
 
 class MessageCodec:
@@ -67,6 +96,9 @@ class MessageCodec:
     def decode(self, data: Any) -> Any:
         return decode_message(data["generations"][0]["message"])
 
+    def rebuild(self, data: Any) -> Any:
+        return rebuild_message(data["generations"][0]["message"])
+
 
 class ChatChunkCodec:
     """One ``ChatGenerationChunk`` of ``_stream``/``_astream``."""
@@ -75,9 +107,15 @@ class ChatChunkCodec:
         return _generation(value.message, value.generation_info)
 
     def decode(self, data: Any) -> Any:
-        from langchain_core.outputs import ChatGenerationChunk
+        return self._build(data, decode_message)
 
-        return ChatGenerationChunk(message=decode_message(data["message"]), generation_info=data.get("generation_info"))
+    def rebuild(self, data: Any) -> Any:
+        return self._build(data, rebuild_message)
+
+    @staticmethod
+    def _build(data: Any, message: Callable[[Any], Any]) -> Any:
+        return _outputs().ChatGenerationChunk(message=message(data["message"]),
+                                              generation_info=data.get("generation_info"))
 
 
 class LLMResultCodec:
@@ -95,6 +133,21 @@ class LLMResultCodec:
                          llm_output=data.get("llm_output"))
 
 
+class GenerationChunkCodec:
+    """One ``GenerationChunk`` of a text-completion model's ``_stream``/``_astream``."""
+
+    def encode(self, value: Any) -> Any:
+        return {"text": value.text, "generation_info": value.generation_info}
+
+    def decode(self, data: Any) -> Any:
+        from langchain_core.outputs import GenerationChunk
+
+        try:
+            return GenerationChunk(text=data["text"], generation_info=data.get("generation_info"))
+        except Exception as exc:
+            raise CodecError(f"stored chunk is not a GenerationChunk: {exc}") from None
+
+
 class ToolResultCodec:
     """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message."""
 
@@ -106,13 +159,15 @@ class ToolResultCodec:
         return {"value": value}
 
     def decode(self, data: Any) -> Any:
-        if "message" in data:
-            return decode_message(data["message"])
-        return data["value"]
+        return decode_message(data["message"]) if "message" in data else data["value"]
+
+    def rebuild(self, data: Any) -> Any:
+        return rebuild_message(data["message"]) if "message" in data else data["value"]
 
 
 CHAT_RESULT = ChatResultCodec()
 MESSAGE = MessageCodec()
 CHAT_CHUNK = ChatChunkCodec()
 LLM_RESULT = LLMResultCodec()
+GENERATION_CHUNK = GenerationChunkCodec()
 TOOL_RESULT = ToolResultCodec()

@@ -8,7 +8,9 @@ around what agentaccel answers:
   ``invoke``/``ainvoke`` themselves are intercepted (``select``), so a hit skips LangChain's run bookkeeping
   that nobody observes. Streams: every subclass's ``_stream``/``_astream`` (``overrides``), so a replay goes
   through ``stream()``'s token callbacks as chunks.
-- text-completion models: ``BaseLLM._generate_helper``/``_agenerate_helper`` (inside the callback run).
+- text-completion models: every subclass's ``_generate``/``_agenerate`` (``overrides``), which
+  ``_generate_helper`` calls inside the callback run, so ``on_llm_end`` fires on a hit as on a miss; streams at
+  every subclass's ``_stream``/``_astream``.
 - embeddings: every subclass's ``embed_documents``/``embed_query`` and async forms (``overrides``: the base
   class is abstract).
 - tools: ``BaseTool.run``/``arun``, which ``invoke``, StructuredTool and ``@tool`` functions all go through.
@@ -20,10 +22,10 @@ around what agentaccel answers:
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
-from collections.abc import Callable, Iterable
-from functools import partial
-from types import MappingProxyType
+from collections.abc import Callable, Iterable, Mapping
+from types import FunctionType, MappingProxyType
 from typing import Any
 
 from agentaccel import (
@@ -51,8 +53,18 @@ PREGEL = "langgraph.pregel.main"
 RUNNER = "langgraph.pregel._runner"
 
 
+#: ``agentaccel.options(cache=False)`` for the calls of a model created with LangChain's ``cache=False``.
+_NO_CACHE: Mapping[str, Any] = MappingProxyType({"cache": False})
+
+
 def _model_identity(call: Call) -> tuple[str, str | None]:
     instance = call.instance
+    # LangChain's per-model ``cache=False`` says "never answer this model from a cache": agentaccel's cache
+    # honours it as if the call were made inside ``agentaccel.options(cache=False)`` (spans and limits still
+    # apply), unless the caller set the option explicitly. This runs once per call, as the Call is built and
+    # before any middleware reads ``call.options``, which is why it lives here and costs no extra wrapper layer.
+    if getattr(instance, "cache", None) is False and "cache" not in call.options:
+        call.options = MappingProxyType({**call.options, **_NO_CACHE}) if call.options else _NO_CACHE
     return type(instance).__name__, provider_of(instance)
 
 
@@ -89,6 +101,10 @@ def _llm(name: str, mode: Mode) -> Target:
 
 LLM_GENERATE = _llm("generate", Mode.SYNC)
 LLM_AGENERATE = _llm("agenerate", Mode.ASYNC)
+LLM_STREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="stream", mode=Mode.SYNC_STREAM,
+                    codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity)
+LLM_ASTREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="astream", mode=Mode.ASYNC_STREAM,
+                     codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity)
 
 
 def _embeddings(name: str, mode: Mode) -> Target:
@@ -120,18 +136,39 @@ ANODE = Target(framework=FRAMEWORK, operation=INVOKE_WORKFLOW, name="node", mode
 # --- per-call choices --------------------------------------------------------------------------------------------
 
 
-def _no_observers(instance: Any, config: Any) -> bool:
-    """No callback handler would see this call: none in the config (LangGraph's nodes and astream_events put theirs
-    there), none on the model, and none that ``CallbackManager.configure`` would add (LangSmith tracing, debug,
-    the context-manager hooks). The last check reads what ``configure`` reads rather than calling it: building a
-    manager costs about as much as the cache hit it would decide."""
+@functools.cache
+def _observer_sources() -> tuple[Any, ...]:
+    # Imported once, on the first call (the adapter is imported at enable(), possibly before LangChain); an
+    # import statement per call costs a dict lookup and a lock each.
+    from langchain_core.callbacks.base import BaseCallbackManager
     from langchain_core.globals import get_debug
-    from langchain_core.runnables.config import ensure_config
+    from langchain_core.runnables.config import var_child_runnable_config
     from langchain_core.tracers.context import _configure_hooks, _tracing_v2_is_enabled
     from langchain_core.utils.env import env_var_is_set
 
-    config = ensure_config(config)
-    if config.get("callbacks") or instance.callbacks or instance.verbose or get_debug() or _tracing_v2_is_enabled():
+    return (BaseCallbackManager, get_debug, var_child_runnable_config, _configure_hooks, _tracing_v2_is_enabled,
+            env_var_is_set)
+
+
+def _no_observers(instance: Any, config: Any) -> bool:
+    """No callback handler would see this call: none in the config or the enclosing runnable's config
+    (LangGraph's nodes and astream_events put theirs there), none on the model, and none that
+    ``CallbackManager.configure`` would add (LangSmith tracing, debug, the context-manager hooks, or an
+    instrumentation that wraps the manager's constructor to add its handler, as OpenLLMetry's LangChain
+    instrumentation does). It reads what ``configure`` reads rather than calling it: building a manager costs
+    about as much as the cache hit it would decide; and it reads the two configs as ``ensure_config`` merges
+    them (the call's callbacks replace the enclosing ones) without building the merged dict."""
+    (BaseCallbackManager, get_debug, var_child_runnable_config, _configure_hooks, _tracing_v2_is_enabled,
+     env_var_is_set) = _observer_sources()
+    callbacks = config.get("callbacks") if config else None
+    if callbacks is None:
+        enclosing = var_child_runnable_config.get()
+        callbacks = enclosing.get("callbacks") if enclosing else None
+    if callbacks or instance.callbacks or instance.verbose or get_debug():
+        return False
+    if type(BaseCallbackManager.__dict__["__init__"]) is not FunctionType:  # wrapped: it may add handlers
+        return False
+    if _tracing_v2_is_enabled():
         return False
     for var, _inheritable, handler_class, env_var in _configure_hooks:
         if var.get() is not None or (handler_class is not None and env_var is not None and env_var_is_set(env_var)):
@@ -163,21 +200,24 @@ def _mark_agent(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...
 
 def patches() -> Iterable[Patch]:
     chat = "BaseChatModel"
-    yield Patch(CHAT_MODELS, f"{chat}.invoke", target=CHAT_INVOKE, select=partial(_select_invoke, CHAT_INVOKE))
-    yield Patch(CHAT_MODELS, f"{chat}.ainvoke", target=CHAT_AINVOKE, select=partial(_select_invoke, CHAT_AINVOKE))
+    for name, invoke in (("invoke", CHAT_INVOKE), ("ainvoke", CHAT_AINVOKE)):
+        yield Patch(CHAT_MODELS, f"{chat}.{name}", target=invoke, select=functools.partial(_select_invoke, invoke))
     yield Patch(CHAT_MODELS, f"{chat}._generate_with_cache", target=CHAT_GENERATE)
     yield Patch(CHAT_MODELS, f"{chat}._agenerate_with_cache", target=CHAT_AGENERATE)
     yield Patch(CHAT_MODELS, f"{chat}._stream", target=CHAT_STREAM, overrides=True)
     yield Patch(CHAT_MODELS, f"{chat}._astream", target=CHAT_ASTREAM, overrides=True)
-    yield Patch(LLMS, "BaseLLM._generate_helper", target=LLM_GENERATE)
-    yield Patch(LLMS, "BaseLLM._agenerate_helper", target=LLM_AGENERATE)
+    # Below _generate_helper, which fires on_llm_end: a hit must reach it as a miss does.
+    yield Patch(LLMS, "BaseLLM._generate", target=LLM_GENERATE, overrides=True)
+    yield Patch(LLMS, "BaseLLM._agenerate", target=LLM_AGENERATE, overrides=True)
+    yield Patch(LLMS, "BaseLLM._stream", target=LLM_STREAM, overrides=True)
+    yield Patch(LLMS, "BaseLLM._astream", target=LLM_ASTREAM, overrides=True)
     for method, embed_target in _EMBEDDING_TARGETS.items():
         yield Patch(EMBEDDINGS_MODULE, f"Embeddings.{method}", target=embed_target, overrides=True)
     yield Patch(TOOLS, "BaseTool.run", target=TOOL_RUN)
     yield Patch(TOOLS, "BaseTool.arun", target=TOOL_ARUN)
     for method, mode in (("invoke", Mode.SYNC), ("ainvoke", Mode.ASYNC), ("stream", Mode.SYNC_STREAM),
                          ("astream", Mode.ASYNC_STREAM)):
-        yield Patch(PREGEL, f"Pregel.{method}", target=GRAPHS[mode][0], select=partial(_select_graph, mode))
+        yield Patch(PREGEL, f"Pregel.{method}", target=GRAPHS[mode][0], select=functools.partial(_select_graph, mode))
     # The runner binds these names from _retry at import; patching them where they are looked up (and only
     # there) gives one wrapper whether langgraph was imported before or after enable().
     yield Patch(RUNNER, "run_with_retry", target=NODE)

@@ -6,6 +6,8 @@ the same source LangChain's ``_get_llm_string`` and LangSmith use) and the per-c
 
 from __future__ import annotations
 
+import copy
+import functools
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -14,7 +16,7 @@ from typing import Any
 from agentaccel import Call
 
 #: Keyword arguments that steer LangChain itself, not the provider's answer.
-_NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages", "input", "prompts",
+_NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages", "input", "prompts", "prompt",
                          "run_managers", "new_arg_supported", "ls_structured_output_format",
                          "structured_output_format", "run_name", "run_id", "tags", "metadata"})
 _MODEL_FIELDS = ("model", "model_name", "model_id", "deployment_name")
@@ -52,20 +54,27 @@ def _forget(key: int, _reference: object) -> None:
 
 def _base_params(instance: Any) -> dict[str, Any]:
     """``instance._get_invocation_params()``, kept while the model's fields stay the same: for ChatOpenAI it
-    serializes the whole model (tens of microseconds, as long as a cache hit). The snapshot of the field values
-    makes a changed model (``model.temperature = 0``) recompute; a dead weak reference makes a reused id recompute."""
+    serializes the whole model (tens of microseconds, as long as a cache hit). Each call compares the model's field
+    values with a copy taken when the parameters were computed, so a changed model recomputes, whether a field was
+    set (``model.temperature = 0``) or a dict or list field was changed in place (``model.model_kwargs["seed"] =
+    1``: the copy is deep for those, and ``==`` compares them deeply); a dead weak reference makes a reused id
+    recompute."""
     key = id(instance)
-    snapshot = tuple(vars(instance).values())
+    values = tuple(vars(instance).values())
     found = _params.get(key)
-    if found is not None and found[0]() is instance and found[1] == snapshot:
+    if found is not None and found[0]() is instance and found[1] == values:
         return found[2]
-    params = dict(instance._get_invocation_params())
+    # Chat models have _get_invocation_params; text-completion models key LangChain's cache on ``dict()`` (their
+    # identifying parameters and type), which is what they have instead.
+    get = getattr(instance, "_get_invocation_params", None)
+    params = dict(get() if get is not None else instance.dict())
     try:
         reference = weakref.ref(instance, partial(_forget, key))
     except TypeError:  # not weak-referenceable: not kept
         return params
     if len(_params) > 4096:  # models made per call: keep the memo bounded
         _params.clear()
+    snapshot = tuple(copy.deepcopy(v) if isinstance(v, (dict, list)) else v for v in values)
     _params[key] = (reference, snapshot, params)
     return params
 
@@ -100,21 +109,41 @@ def chat_generate(call: Call) -> dict[str, Any]:
     return _model_request(call.instance, [_message(m) for m in messages], stop, _extra(kwargs), "messages")
 
 
+@functools.cache
+def _base_message() -> type:
+    # Imported on first use: the adapter is imported at enable(), possibly before LangChain.
+    from langchain_core.messages import BaseMessage
+
+    return BaseMessage
+
+
 def chat_invoke(call: Call) -> dict[str, Any]:
     """``invoke(input, config=None, *, stop=None, **kwargs)``: the same request ``_generate_with_cache`` sees."""
     args, kwargs = call.args, call.kwargs
     model_input = args[0] if args else kwargs["input"]
-    messages = call.instance._convert_input(model_input).to_messages()
+    if type(model_input) is list and all(isinstance(m, _base_message()) for m in model_input):
+        messages = model_input  # what _convert_input gives back for messages, without building a ChatPromptValue
+    else:
+        messages = call.instance._convert_input(model_input).to_messages()
     return _model_request(call.instance, [_message(m) for m in messages], kwargs.get("stop"), _extra(kwargs),
                           "messages")
 
 
 def llm_generate(call: Call) -> dict[str, Any]:
-    """``BaseLLM._generate_helper(prompts, stop, run_managers, *, new_arg_supported, **kwargs)``."""
+    """``BaseLLM._generate(prompts, stop=None, run_manager=None, **kwargs)`` and ``_agenerate``."""
     args, kwargs = call.args, call.kwargs
     prompts = args[0] if args else kwargs["prompts"]
     stop = args[1] if len(args) > 1 else kwargs.get("stop")
     return _model_request(call.instance, list(prompts), stop, _extra(kwargs), "prompts")
+
+
+def llm_stream(call: Call) -> dict[str, Any]:
+    """``BaseLLM._stream(prompt, stop=None, run_manager=None, **kwargs)``: one prompt, keyed as ``_generate``'s
+    list of one (the stream and the call still get separate entries: the mode is part of the key)."""
+    args, kwargs = call.args, call.kwargs
+    prompt = args[0] if args else kwargs["prompt"]
+    stop = args[1] if len(args) > 1 else kwargs.get("stop")
+    return _model_request(call.instance, [prompt], stop, _extra(kwargs), "prompts")
 
 
 def embeddings(call: Call) -> dict[str, Any]:

@@ -137,3 +137,26 @@ def test_options_cache_false_calls_the_model(agentaccel_spans: SpanRecorder) -> 
     assert model.invoke("q").content == "one"
     with agentaccel.options(cache=False):
         assert model.invoke("q").content == "two"
+
+
+def test_a_model_made_with_cache_false_is_not_cached_by_agentaccel(agentaccel_spans: SpanRecorder,
+                                                                  callbacks: Any) -> None:
+    model = GenericFakeChatModel(messages=iter([AIMessage(f"answer {i}") for i in range(6)]), cache=False)
+    assert model.invoke("q").content == "answer 0"
+    assert model.invoke("q").content == "answer 1"
+    assert model.invoke("q", config={"callbacks": [callbacks.handler]}).content == "answer 2"
+    assert "".join(str(c.content) for c in model.stream("q")) == "answer 3"
+    assert results(agentaccel_spans.spans()) == ["bypass"] * 4  # still one span each
+
+
+def test_a_model_with_its_own_cache_instance_answers_after_agentaccel(agentaccel_spans: SpanRecorder) -> None:
+    from langchain_core.caches import InMemoryCache
+
+    own = InMemoryCache()
+    model = GenericFakeChatModel(messages=iter([AIMessage("first"), AIMessage("second")]), cache=own)
+    assert model.invoke("q").content == "first"
+    assert own._cache  # the model's cache was filled below agentaccel's, as the global one would be
+    assert model.invoke("q").content == "first"
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
+    with agentaccel.options(cache=False):  # agentaccel's cache off: the model's own cache answers
+        assert model.invoke("q").content == "first"

@@ -52,6 +52,21 @@ def test_chat_openai_span_usage_provider_and_hit(agentaccel_spans: SpanRecorder,
     assert attributes["gen_ai.usage.output_tokens"] > 0
 
 
+def test_a_model_changed_in_place_is_another_request(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    model = chat_model(mock_llm, model_kwargs={"user": "a"})
+    model.invoke("same words"), model.invoke("same words")
+    model.model_kwargs["user"] = "b"  # changed in place: the same dict object, another request
+    model.invoke("same words")
+    model.temperature = 0.5  # a field set anew
+    model.invoke("same words")
+    model.model_kwargs["user"] = "a"
+    model.temperature = None
+    model.invoke("same words")  # back to the first request
+    assert mock_llm.counters()["chat_requests"] == 3
+    assert [s.attributes["agentaccel.cache.result"] for s in agentaccel_spans.spans()] == ["miss", "hit", "miss",
+                                                                                          "miss", "hit"]
+
+
 def test_chat_openai_stream_replay(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
     model = chat_model(mock_llm)
     first = [c.content for c in model.stream("tell me a story")]
