@@ -10,12 +10,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -96,6 +98,65 @@ def test_a_chat_call_is_a_client_span_named_after_the_model(agentaccel_spans: Sp
     assert "gen_ai.response.model" not in span.attributes  # None values are left out
     assert span.instrumentation_scope is not None
     assert span.instrumentation_scope.name == "agentaccel.python"
+
+
+class Annotating(agentaccel.Middleware):
+    """Annotates while deciding, may answer without running the original (as a cache hit), and annotates again
+    after the outcome (as a cache storing a miss)."""
+
+    name = "cache"
+
+    def __init__(self, answer: Any = None) -> None:
+        self.answer = answer
+
+    def flow(self, call: agentaccel.Call) -> Any:
+        call.annotate("agentaccel.test.decided", "before")
+        if self.answer is not None:
+            yield agentaccel.Return(self.answer)
+            return
+        yield agentaccel.PROCEED
+        call.annotate("agentaccel.test.decided", "after")  # changed after the span started
+        call.annotate("agentaccel.test.stored", True)
+
+
+class AnnotatingPlugin:
+    def __init__(self, middleware: agentaccel.Middleware) -> None:
+        self.middleware = middleware
+
+    @agentaccel.hookimpl
+    def agentaccel_register_middleware(self, register: Any) -> None:
+        register(self.middleware)
+
+
+@pytest.mark.parametrize("answered", [False, True], ids=["ran", "answered"])
+def test_annotations_and_the_description_reach_the_span_whenever_it_starts(agentaccel_spans: SpanRecorder,
+                                                                          register: Any, answered: bool) -> None:
+    result = {"text": "hello", "usage": {"in": 12, "out": 3}, "model": "gpt-x-1"}
+    register(AnnotatingPlugin(Annotating(result if answered else None)), "annotating")
+    agentaccel_spans.enable()
+    inner: list[Any] = []
+
+    @agentaccel.accelerate(operation="chat", provider="openai", request=chat_request, describe=usage)
+    def complete(prompt: str) -> dict[str, Any]:
+        time.sleep(0.01)
+        inner.append(trace.get_current_span().get_span_context().span_id)
+        return result
+
+    before = time.time_ns()
+    assert complete("hi") == result
+    span = agentaccel_spans.span("chat gpt-x")
+    assert span.attributes is not None and span.start_time is not None and span.end_time is not None
+    assert before <= span.start_time <= span.end_time
+    assert span.attributes["gen_ai.usage.input_tokens"] == 12
+    assert span.attributes["gen_ai.response.model"] == "gpt-x-1"
+    assert span.attributes["gen_ai.request.model"] == "gpt-x"
+    if answered:  # started at the end, with everything at once; nothing ran inside it
+        assert span.attributes["agentaccel.test.decided"] == "before" and inner == []
+    else:  # started just before the original ran, which ran inside it; later annotations still arrive
+        assert span.context is not None and inner == [span.context.span_id]
+        assert span.attributes["agentaccel.test.decided"] == "after"
+        assert span.attributes["agentaccel.test.stored"] is True
+        assert span.end_time - span.start_time >= 10_000_000
 
 
 def test_a_streamed_chat_is_described_from_its_last_chunk(agentaccel_spans: SpanRecorder) -> None:
