@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import socket
@@ -40,6 +41,22 @@ _ERROR_TYPES = {
 }
 
 Headers = list[tuple[str, str]]
+_PR_SET_TIMERSLACK = 29
+
+
+def _precise_timers() -> None:
+    """Make this thread's sleeps end on time: Linux lets a sleep overrun by the thread's timer slack (50 us by
+    default) to batch wake-ups; 1 ns keeps the configured latency exact to within the scheduler's own delay."""
+    if sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+
+
+def _sleep_until(deadline: float) -> None:
+    delay = deadline - time.monotonic()
+    if delay > 0:
+        time.sleep(delay)
 
 
 def retry_headers(wait: float) -> Headers:
@@ -102,6 +119,17 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # small SSE writes must not wait for delayed ACKs
     server: MockHTTPServer
     _connection_counted = False  # one handler instance serves one connection
+    _received = 0.0  # time.monotonic() when the current request arrived
+
+    def setup(self) -> None:
+        super().setup()
+        _precise_timers()  # one handler thread serves one connection
+
+    def parse_request(self) -> bool:
+        # The request line has just been read: the configured latency runs from here, so the server's own
+        # parsing, admission and serializing happen inside the latency instead of adding to it.
+        self._received = time.monotonic()
+        return super().parse_request()
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # thousands of benchmark requests would drown the test output
@@ -206,15 +234,18 @@ class _Handler(BaseHTTPRequestHandler):
             return
         rule = config.script.select(req.last_user, bool(req.tool_results)) if config.script else None
         latency = rule.latency if rule is not None and rule.latency is not None else config.latency
-        if latency > 0:
-            time.sleep(latency)
+        deadline = self._received + latency
         if rule is not None and rule.status != 200:
+            _sleep_until(deadline)
             self._scripted_error(rule, config)
             return
         reply = build_reply(req, rule)
         if not req.stream:
-            self._send_json(200, completion_body(req, reply))
+            data = _dumps(completion_body(req, reply))  # made before the wait, so it does not add to it
+            _sleep_until(deadline)
+            self._send_data(200, data)
             return
+        _sleep_until(deadline)
         chunks = stream_chunks(req, reply, config.chunk_words)
         headers = [("Content-Type", "text/event-stream; charset=utf-8"), ("Cache-Control", "no-cache")]
         self._respond(200, [*headers, ("Transfer-Encoding", "chunked")], b"", final=False)
@@ -236,9 +267,9 @@ class _Handler(BaseHTTPRequestHandler):
         response = embeddings_body(body, config.embedding_dims)  # validate before admission, like chat
         if not self._admit(config):
             return
-        if config.latency > 0:
-            time.sleep(config.latency)
-        self._send_json(200, response)
+        data = _dumps(response)
+        _sleep_until(self._received + config.latency)
+        self._send_data(200, data)
 
     def _admit(self, config: Config) -> bool:
         rejection = self.server.mock._admit(config)
@@ -300,7 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(status, error_body(message, kind, param, code), headers or [])
 
     def _send_json(self, status: int, obj: object, headers: Headers | None = None) -> None:
-        data = _dumps(obj)
+        self._send_data(status, _dumps(obj), headers)
+
+    def _send_data(self, status: int, data: bytes, headers: Headers | None = None) -> None:
         base = [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
         self._respond(status, base + (headers or []), data)
 

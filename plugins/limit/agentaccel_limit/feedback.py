@@ -54,13 +54,17 @@ class Aimd:
     """Additive increase, multiplicative decrease of a concurrency limit, TCP-style.
 
     Until the first 429 the limit grows by one per success (it doubles every round trip: slow start). A 429
-    from a call started at concurrency ``level`` says the provider's cap is below it: the limit drops to
-    ``BETA * min(limit, level - 1)`` and that level is remembered as the ceiling. Below ``ceiling - 1`` the
-    limit grows by about one per round trip (``1/limit`` per success); at the ceiling it probes
-    ``PROBE`` times slower, so a provider whose cap is steady answers 429 about once in ``PROBE`` round trips.
-    Calls started before the last decrease (an older ``epoch``) were admitted under the old limit, and their
-    429s do not lower it again."""
+    from a call that ran at concurrency ``level`` (the limiter passes the larger of the calls in flight when it
+    was admitted and when its 429 came back) says the provider's cap is below it, and that level is remembered
+    as the ceiling. The first 429 ends slow start and halves ``min(limit, level - 1)``: the limit doubled in the
+    last round trip, so half of it was safe a round trip ago (a 10 % cut would need several more round trips of
+    429s to come down from the overshoot). Every later 429 cuts it to ``BETA * min(limit, level - 1)``. Below
+    ``ceiling - 1`` the limit grows by about one per round trip (``1/limit`` per success); at the ceiling it
+    probes ``PROBE`` times slower, so a provider whose cap is steady answers 429 about once in ``PROBE`` round
+    trips. Calls started before the last decrease (an older ``epoch``) were admitted under the old limit, and
+    their 429s do not lower it again."""
 
+    SLOW_START_BETA = 0.5
     BETA = 0.9
     PROBE = 64
 
@@ -86,11 +90,12 @@ class Aimd:
             self.limit = min(self.limit, float(self.maximum))
 
     def rate_limited(self, epoch: int, level: int) -> bool:
-        """Lower the limit for a 429 of a call admitted in ``epoch`` at concurrency ``level``; False when the
-        call predates the last decrease."""
+        """Lower the limit for a 429 of a call admitted in ``epoch`` that ran at concurrency ``level``; False
+        when the call predates the last decrease."""
         if epoch != self.epoch:
             return False
+        beta = self.SLOW_START_BETA if self.ceiling is None else self.BETA
         self.ceiling = float(level)
-        self.limit = max(1.0, self.BETA * min(self.limit, level - 1))
+        self.limit = max(1.0, beta * min(self.limit, level - 1))
         self.epoch += 1
         return True

@@ -225,6 +225,10 @@ class Limiter:
             if permit.released:
                 return
             permit.released = True
+            # The concurrency a 429 speaks of: calls admitted together reach the provider in any order, so the one
+            # refused may have been admitted at a low level while later ones filled the provider; the calls still
+            # in flight when its 429 came back (a 429 comes back at once) count them.
+            level = max(permit.level, self.in_flight)
             self.in_flight -= 1
             now = time.monotonic()
             entry = permit._spent
@@ -235,7 +239,7 @@ class Limiter:
                 if limited[1]:
                     self._paused_until = max(self._paused_until, now + limited[1])
                 if self.aimd is not None:
-                    self.aimd.rate_limited(permit.epoch, permit.level)
+                    self.aimd.rate_limited(permit.epoch, level)
             elif ok and self.aimd is not None:
                 self.aimd.succeeded()
             granted = self._dispatch()

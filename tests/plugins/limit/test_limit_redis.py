@@ -8,8 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from agentaccel_limit import LimitConfig, LimitExceeded, RuleConfig, snapshot
@@ -45,7 +46,7 @@ def test_two_backends_share_one_semaphore(redis_server: RedisServer) -> None:
         with pytest.raises(LimitExceeded, match="shared through redis://"):
             acquire(one, r)
         two.release(second)
-        assert acquire(one, r) is not None  # woken by the release published on the channel
+        assert acquire(one, r) is not None  # granted by the release, which tells the queued call
     finally:
         one.close()
         two.close()
@@ -65,6 +66,111 @@ def test_a_waiter_is_woken_by_a_release_from_another_process_view(redis_server: 
         one.release(held)
         waiter.join(5)
         assert got and got[0] is not None
+    finally:
+        one.close()
+        two.close()
+
+
+def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never held"
+        time.sleep(0.01)
+
+
+def test_a_release_hands_its_place_to_the_longest_waiting_call(redis_server: RedisServer) -> None:
+    import asyncio
+
+    one, two = backend(redis_server), backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=10)
+    leases, _, _, queue, _ = one.keys("shared")
+    order: list[tuple[str, Lease | None]] = []
+    pubsub = one.client.pubsub()  # type: ignore[no-untyped-call]
+    try:
+        held = acquire(one, r)
+        assert held is not None
+        # a thread waits through two (told in its own list), then a coroutine through one (told on one's channel)
+        first = threading.Thread(target=lambda: order.append(("thread", acquire(two, r))))
+        first.start()
+        until(lambda: one.client.zcard(queue) == 1)
+        second = threading.Thread(target=lambda: order.append(
+            ("coroutine", asyncio.run(adrive(one.acquire(r, 1, time.perf_counter()))))))
+        second.start()
+        until(lambda: one.client.zcard(queue) == 2)
+        pubsub.subscribe(one.channel)
+        assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+        drive(one.give_back(held))
+        # the release script itself granted the head of the queue, whatever its process was doing meanwhile
+        granted = [bytes(m).decode() for m in cast(list[bytes], one.client.zrange(leases, 0, -1))]
+        assert len(granted) == 1 and granted[0] != held.member and one.client.zcard(queue) == 1
+        first.join(10)
+        assert [(name, lease.member if lease else None) for name, lease in order] == [("thread", granted[0])]
+        lease = order[0][1]
+        assert lease is not None
+        drive(two.give_back(lease))
+        second.join(10)
+        assert [name for name, _ in order] == ["thread", "coroutine"]
+        last = order[1][1]
+        assert last is not None and one.client.zscore(leases, last.member) is not None
+        assert pubsub.get_message(timeout=5)["data"] == f"shared\n{last.member}\n1".encode()
+        drive(one.give_back(last))
+        assert one.client.zcard(leases) == 0 and one.client.zcard(queue) == 0
+    finally:
+        pubsub.close()
+        one.close()
+        two.close()
+
+
+def test_queue_places_of_a_dead_process_come_back_within_its_lease(redis_server: RedisServer) -> None:
+    b = backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=5)
+    keys = b.keys("shared")
+    try:
+        held = acquire(b, r)
+        assert held is not None
+        # two calls of a process that then died: queued with 0.3 s places that nobody renews
+        for ghost in ("ghost-1", "ghost-2"):
+            assert b._acquire(keys=keys, args=[ghost, 1, 300, -1, 60000, b.channel, "shared"])[0] == 0
+        drive(b.give_back(held))
+        assert b.client.zscore(keys[0], "ghost-1") is not None  # its place had not expired yet: granted
+        # ghost-1's lease runs out with its place (a lease from the grant would hold it for 10 s, past this
+        # queue_timeout), and ghost-2's expired place is skipped
+        assert acquire(b, r) is not None
+        assert b.client.zcard(keys[3]) == 0 and b.client.hlen(keys[4]) == 0
+    finally:
+        b.close()
+
+
+def test_a_waiter_that_gives_up_leaves_the_queue(redis_server: RedisServer) -> None:
+    import asyncio
+
+    one, two = backend(redis_server), backend(redis_server)
+    leases, _, _, queue, _ = one.keys("shared")
+    try:
+        held = acquire(one, rule(max_concurrency=1))
+        assert held is not None
+        with pytest.raises(LimitExceeded):  # queued, then timed out
+            acquire(two, rule(max_concurrency=1, queue_timeout=0.1))
+
+        async def cancelled() -> None:
+            task = asyncio.ensure_future(adrive(two.acquire(rule(max_concurrency=1), 1, time.perf_counter())))
+            while not one.client.zcard(queue):
+                await asyncio.sleep(0.01)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancelled())
+        until(lambda: one.client.zcard(queue) == 0)  # both left on the keeper thread
+        drive(one.give_back(held))
+        assert one.client.zcard(leases) == 0  # nobody who left was granted the place
+        # a call that leaves after a release granted it its place gives that place back
+        assert one._acquire(keys=one.keys("shared"), args=["late", 1, 10000, -1, 60000, one.channel, "shared"])[0] == 1
+        assert one._acquire(keys=one.keys("shared"), args=["gone", 1, 10000, -1, 60000, one.channel, "shared"])[0] == 0
+        one._release(keys=one.keys("shared"), args=["late", 10000, -1, 60000, "shared"])
+        assert one.client.zscore(leases, "gone") is not None
+        one._release(keys=one.keys("shared"), args=["gone", 10000, -1, 60000, "shared"])
+        assert one.client.zcard(leases) == 0 and one.client.zcard(queue) == 0
     finally:
         one.close()
         two.close()
