@@ -135,9 +135,8 @@ class Call:
         self.scope: Mapping[str, str] = _SCOPE.get()
         self.options: Mapping[str, Any] = _OPTIONS.get()
         self.attributes: dict[str, Any] = {}
-        #: The OpenTelemetry context the original callable (and each step of a stream) runs in, or a callable
-        #: returning it, called once just before the original first runs (never, when a middleware answered); the
-        #: tracing middleware sets its span's here so that calls made inside are its children.
+        #: The OpenTelemetry context the original callable (and each step of a stream) runs in; the tracing
+        #: middleware sets its span's here so that calls made inside are its children.
         self.context: Any = None
         #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
         self.collect = False

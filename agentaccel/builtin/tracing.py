@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context, set_value
+from opentelemetry.context import set_value
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
@@ -131,25 +131,26 @@ class Tracing(Middleware):
         else:
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
-        lazy = call.context = _LazySpan(static, name, attributes, call)
+        span = static.tracer.start_span(name, None, static.kind, attributes)
+        context = set_span_in_context(span)
+        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
+        # LangChain model): the key those instrumentations honour tells them this span already records the call.
+        call.context = set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if static.model else context
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
-        ending = _ending(call, outcome, start, error_type) if error_type is not None or static.describe else None
-        span = lazy.span
-        if span is None:  # answered without running the original (a cache hit): all attributes are known now
-            span = lazy.start(ending)
-        elif span.is_recording():
-            annotated = call.attributes
-            if annotated != lazy.given:  # annotated after the span started (usage, a stream's cache result)
-                given = lazy.given
-                ending = {**{k: v for k, v in annotated.items() if k not in given or given[k] != v}, **(ending or {})}
-            if ending:
-                span.set_attributes(ending)
         try:
-            if error is not None and error_type is not None and span.is_recording():
-                span.record_exception(error)
-                span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
+            if (error_type is not None or static.describe or call.attributes) and span.is_recording():
+                # One set_attributes for everything known at the end: the SDK checks the attributes of each
+                # call to it in a pass of its own, which is a large part of a cache hit's cost.
+                annotated = call.attributes
+                ending = _ending(call, outcome, start, error_type) if error_type or static.describe else None
+                merged = {**annotated, **ending} if ending else annotated
+                if merged:
+                    span.set_attributes(merged)
+                if error is not None and error_type is not None:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
         finally:
             span.end()
         if self.record_duration is not None:
@@ -158,44 +159,6 @@ class Tracing(Middleware):
             if error_type is not None:
                 metric["error.type"] = error_type
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
-
-
-class _LazySpan:
-    """A call's span, started when first needed, with the start time of the call: when the original is about to
-    run (the pipeline calls this as ``call.context``, and the call runs in the span's context), or at the end for
-    a call answered without running it (a cache hit, which then builds no context at all). Starting late puts
-    what middleware annotated while deciding, and on a hit everything, into the SDK's one pass over the
-    attributes at the start, where each ``set_attributes`` would be another pass."""
-
-    __slots__ = ("attributes", "call", "given", "name", "span", "start_ns", "static")
-
-    def __init__(self, static: _Static, name: str, attributes: dict[str, Any], call: Call) -> None:
-        self.static = static
-        self.name = name
-        self.attributes = attributes
-        self.call = call
-        self.start_ns = time.time_ns()
-        self.span: trace.Span | None = None
-        self.given: dict[str, Any] = _NOTHING  # the call's annotations the span started with
-
-    def start(self, ending: Mapping[str, Any] | None = None) -> trace.Span:
-        static = self.static
-        attributes = self.attributes
-        annotated = self.call.attributes
-        if annotated or ending:
-            self.given = dict(annotated)
-            attributes = {**attributes, **annotated, **(ending or {})}
-        span = self.span = static.tracer.start_span(self.name, None, static.kind, attributes, start_time=self.start_ns)
-        return span
-
-    def __call__(self) -> Context:
-        context = set_span_in_context(self.span or self.start())
-        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
-        # LangChain model): the key those instrumentations honour tells them this span already records the call.
-        return set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if self.static.model else context
-
-
-_NOTHING: dict[str, Any] = {}
 
 
 def _identity(attributes: dict[str, Any], operation: str, name: str, provider: str | None) -> None:

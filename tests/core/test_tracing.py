@@ -129,7 +129,7 @@ class AnnotatingPlugin:
 
 
 @pytest.mark.parametrize("answered", [False, True], ids=["ran", "answered"])
-def test_annotations_and_the_description_reach_the_span_whenever_it_starts(agentaccel_spans: SpanRecorder,
+def test_annotations_and_the_description_reach_the_span_in_one_piece(agentaccel_spans: SpanRecorder,
                                                                           register: Any, answered: bool) -> None:
     result = {"text": "hello", "usage": {"in": 12, "out": 3}, "model": "gpt-x-1"}
     register(AnnotatingPlugin(Annotating(result if answered else None)), "annotating")
@@ -150,9 +150,9 @@ def test_annotations_and_the_description_reach_the_span_whenever_it_starts(agent
     assert span.attributes["gen_ai.usage.input_tokens"] == 12
     assert span.attributes["gen_ai.response.model"] == "gpt-x-1"
     assert span.attributes["gen_ai.request.model"] == "gpt-x"
-    if answered:  # started at the end, with everything at once; nothing ran inside it
+    if answered:  # nothing ran inside it
         assert span.attributes["agentaccel.test.decided"] == "before" and inner == []
-    else:  # started just before the original ran, which ran inside it; later annotations still arrive
+    else:  # the original ran inside it; the last value of an annotation wins
         assert span.context is not None and inner == [span.context.span_id]
         assert span.attributes["agentaccel.test.decided"] == "after"
         assert span.attributes["agentaccel.test.stored"] is True
