@@ -44,53 +44,57 @@ def _message(message: Any) -> Any:
     return data
 
 
-#: id(model) -> (weak reference, snapshot of its fields, its invocation parameters without per-call arguments).
-_params: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], dict[str, Any]]] = {}
+#: id(model) -> (weak reference, snapshot of its fields, its part of the request: parameters and model fields).
+_params: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]]] = {}
 
 
 def _forget(key: int, _reference: object) -> None:
     _params.pop(key, None)
 
 
-def _base_params(instance: Any) -> dict[str, Any]:
-    """``instance._get_invocation_params()``, kept while the model's fields stay the same: for ChatOpenAI it
-    serializes the whole model (tens of microseconds, as long as a cache hit). Each call compares the model's field
-    values with a copy taken when the parameters were computed, so a changed model recomputes, whether a field was
-    set (``model.temperature = 0``) or a dict or list field was changed in place (``model.model_kwargs["seed"] =
-    1``: the copy is deep for those, and ``==`` compares them deeply); a dead weak reference makes a reused id
-    recompute."""
+def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's part of every request: its invocation parameters as JSON data (without the model's name and
+    what steers LangChain), and its model-name fields. For chat models the parameters are
+    ``_get_invocation_params()``; text-completion models key LangChain's own cache on ``asdict()`` (their
+    identifying parameters and type), which is what they have instead.
+
+    Kept while the model's fields stay the same: for ChatOpenAI this serializes the whole model (tens of
+    microseconds, as long as a cache hit). Each call compares the model's field values with a copy taken when
+    the part was computed, so a changed model recomputes, whether a field was set (``model.temperature = 0``) or
+    a dict or list field was changed in place (``model.model_kwargs["seed"] = 1``: the copy is deep for those,
+    and ``==`` compares them deeply); a dead weak reference makes a reused id recompute."""
     key = id(instance)
     values = tuple(vars(instance).values())
     found = _params.get(key)
     if found is not None and found[0]() is instance and found[1] == values:
         return found[2]
-    # Chat models have _get_invocation_params; text-completion models key LangChain's cache on ``dict()`` (their
-    # identifying parameters and type), which is what they have instead.
-    get = getattr(instance, "_get_invocation_params", None)
-    params = dict(get() if get is not None else instance.dict())
+    get = getattr(instance, "_get_invocation_params", None) or getattr(instance, "asdict", None) or instance.dict
+    params = dict(get())
+    models = {name: params.pop(name) for name in _MODEL_FIELDS if name in params}
+    part = jsonable({k: v for k, v in params.items() if k not in _NOT_PARAMS}), models
     try:
         reference = weakref.ref(instance, partial(_forget, key))
     except TypeError:  # not weak-referenceable: not kept
-        return params
+        return part
     if len(_params) > 4096:  # models made per call: keep the memo bounded
         _params.clear()
     snapshot = tuple(copy.deepcopy(v) if isinstance(v, (dict, list)) else v for v in values)
-    _params[key] = (reference, snapshot, params)
-    return params
+    _params[key] = (reference, snapshot, part)
+    return part
 
 
 def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any], key: str) -> dict[str, Any]:
-    # Per-call arguments override the model's fields, as in every partner's _get_invocation_params.
-    params = {**_base_params(instance), **extra} if extra else dict(_base_params(instance))
-    model = None
-    for name in _MODEL_FIELDS:  # ChatOpenAI says "model", others "model_name" or "model_id": one key for all
-        value = params.pop(name, None)
-        if model is None and isinstance(value, str):
-            model = value
+    base, models = _model_part(instance)
+    request = dict(base)  # the memo's dict stays as it is: requests are read-only, and this copy is shallow
+    if extra:  # per-call arguments override the model's fields, as in every partner's _get_invocation_params
+        if not extra.keys().isdisjoint(_MODEL_FIELDS):
+            models = {**models, **{name: extra[name] for name in _MODEL_FIELDS if name in extra}}
+        request.update(jsonable({k: v for k, v in extra.items() if k not in _MODEL_FIELDS}))
+    # ChatOpenAI says "model", others "model_name" or "model_id": one key for all
+    model = next((value for name in _MODEL_FIELDS if isinstance(value := models.get(name), str)), None)
     if model is None:
         model = next((getattr(instance, f) for f in _MODEL_FIELDS if isinstance(getattr(instance, f, None), str)),
                      None)
-    request: dict[str, Any] = jsonable({k: v for k, v in params.items() if k not in _NOT_PARAMS})
     request["stop"] = stop
     request["model"] = model
     request[key] = messages
