@@ -116,7 +116,6 @@ class Call:
         "_request",
         "args",
         "attributes",
-        "chain",
         "collect",
         "context",
         "instance",
@@ -128,20 +127,16 @@ class Call:
         "target",
     )
 
-    def __init__(self, target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any],
-                 chain: tuple[Any, ...] = ()) -> None:
+    def __init__(self, target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.target = target
-        #: The middleware this call goes through, outermost first.
-        self.chain = chain
         self.instance = instance
         self.args = args
         self.kwargs = kwargs
         self.scope: Mapping[str, str] = _SCOPE.get()
         self.options: Mapping[str, Any] = _OPTIONS.get()
         self.attributes: dict[str, Any] = {}
-        #: The OpenTelemetry context the original callable (and each step of a stream) runs in, or a callable
-        #: returning it, called once just before the original first runs (never, when a middleware answered); the
-        #: tracing middleware sets its span's here so that calls made inside are its children.
+        #: The OpenTelemetry context the original callable (and each step of a stream) runs in; the tracing
+        #: middleware sets its span's here so that calls made inside are its children.
         self.context: Any = None
         #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
         self.collect = False

@@ -39,8 +39,7 @@ class Io:
 
 class Proceed:
     """Decision: let the call go on. Yield the :data:`PROCEED` instance. (To run the inner call in a span's
-    context set ``call.context`` (to a Context, or to a factory of one, called only if the original runs); to
-    receive a stream's chunks set ``call.collect``.)"""
+    context set ``call.context``; to receive a stream's chunks set ``call.collect``.)"""
 
     __slots__ = ()
 
@@ -227,23 +226,6 @@ def owned_by_outer(target: Target, instance: Any) -> bool:
     return (instance is not None and parent.instance is instance) or target.operation in MODEL_OPERATIONS
 
 
-def _context(call: Call) -> Context | None:
-    """The context the original runs in: ``call.context``, built first when a middleware put a factory there
-    (so that a call answered without running the original never builds one)."""
-    context = call.context
-    return _build(call, context) if context is not None and callable(context) else context
-
-
-def _build(call: Call, factory: Callable[[], Context]) -> Context | None:
-    try:
-        context: Context | None = factory()
-    except Exception as exc:
-        isolate("the factory of call.context", exc)
-        context = None
-    call.context = context
-    return context
-
-
 def _enter(call: Call, context: Context | None) -> tuple[Token[Call | None], object | None]:
     return _ACTIVE.set(call), otel_context.attach(context) if context is not None else None
 
@@ -266,10 +248,7 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
         elif type(effect) is _Invoke:
             # _enter/_exit inlined: this is the path every sync call takes
             active = _ACTIVE.set(call)
-            context = call.context  # _context() inlined
-            if context is not None and callable(context):
-                context = _build(call, context)
-            attached = otel_context.attach(context) if context is not None else None
+            attached = otel_context.attach(call.context) if call.context is not None else None
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -290,7 +269,7 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
         elif type(effect) is _Invoke:
-            tokens = _enter(call, _context(call))
+            tokens = _enter(call, call.context)
             try:
                 outcome = Outcome(await fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -309,7 +288,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
         elif type(effect) is _Invoke or type(effect) is Return:
-            context = _context(call)
+            context = call.context
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None)
             source: Iterator[Any] | None = None
@@ -349,7 +328,7 @@ async def run_async_stream(
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
         elif type(effect) is _Invoke or type(effect) is Return:
-            context = _context(call)
+            context = call.context
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None)
             source: AsyncIterator[Any] | None = None

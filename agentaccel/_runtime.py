@@ -258,7 +258,7 @@ def interceptor(target: Target) -> Callable[[Callable[..., Any], Any, tuple[Any,
             chain = rt.chain(target)
         if not chain:
             return wrapped(*args, **kwargs)
-        return driver(chain, Call(target, instance, args, kwargs, chain), wrapped)
+        return driver(chain, Call(target, instance, args, kwargs), wrapped)
 
     return intercept
 

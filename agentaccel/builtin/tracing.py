@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import Context, set_value
+from opentelemetry.context import set_value
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
@@ -125,93 +125,40 @@ class Tracing(Middleware):
         return f"{target.operation} {subject}", attributes
 
     def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
-        # With other middleware in the chain, they may annotate while deciding (a cache key, a limit's wait) or
-        # answer the call (a cache hit), so the span starts when the original is about to run, or at the end for
-        # a call answered without running it: the SDK checks the attributes of each call to it in a pass of its
-        # own, a large part of a cache hit's cost, and this way a hit needs one pass. Alone, tracing starts the
-        # span at once: the factory that starting later needs costs such a call about 4 %.
         static = self._static[call.target]
         if static.per_call or call.scope:
             name, attributes = self._per_call(call, static)
         else:
             name, attributes = static.name, static.attributes  # the SDK copies them
-        if len(call.chain) > 1:
-            return self._later(call, static, name, attributes)
-        return self._at_once(call, static, name, attributes)
-
-    def _at_once(self, call: Call, static: _Static, name: str, attributes: dict[str, Any]
-                 ) -> Generator[Proceed, Outcome, None]:
         start = time.perf_counter_ns() if static.timed else 0
         span = static.tracer.start_span(name, None, static.kind, attributes)
         context = set_span_in_context(span)
+        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
+        # LangChain model): the key those instrumentations honour tells them this span already records the call.
         call.context = set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if static.model else context
         outcome = yield PROCEED
-        error_type = _error_type(outcome.error)
+        error = outcome.error
+        error_type = None if error is None else _error_type(error)
         try:
             if (error_type is not None or static.describe or call.attributes) and span.is_recording():
+                # One set_attributes for everything known at the end: the SDK checks the attributes of each
+                # call to it in a pass of its own, which is a large part of a cache hit's cost.
+                annotated = call.attributes
                 ending = _ending(call, outcome, start, error_type) if error_type or static.describe else None
-                _end(span, {**call.attributes, **ending} if ending else call.attributes, outcome.error, error_type)
+                merged = {**annotated, **ending} if ending else annotated
+                if merged:
+                    span.set_attributes(merged)
+                if error is not None and error_type is not None:
+                    span.record_exception(error)
+                    span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
         finally:
             span.end()
         if self.record_duration is not None:
-            self._record(static, attributes, start, error_type)
-
-    def _later(self, call: Call, static: _Static, name: str, attributes: dict[str, Any]
-               ) -> Generator[Proceed, Outcome, None]:
-        start = time.perf_counter_ns() if static.timed else 0
-        start_ns = time.time_ns()
-        span: trace.Span | None = None
-        given: dict[str, Any] = {}  # the annotations the span started with
-
-        def begin(ending: Mapping[str, Any] | None) -> trace.Span:
-            nonlocal span, given
-            given = dict(call.attributes)
-            span = static.tracer.start_span(name, None, static.kind, {**attributes, **given, **(ending or {})},
-                                            start_time=start_ns)
-            return span
-
-        call.context = lambda: _context(begin(None), static.model)
-        outcome = yield PROCEED
-        error_type = _error_type(outcome.error)
-        ending = _ending(call, outcome, start, error_type) if error_type or static.describe else None
-        if span is None:  # answered without running the original: one pass with everything
-            span = begin(ending)
-            ending = None
-        elif call.attributes != given:  # annotated after the span started (a stream's cache result, a store)
-            later = {k: v for k, v in call.attributes.items() if k not in given or given[k] != v}
-            ending = {**later, **ending} if ending else later
-        try:
-            if (ending or error_type is not None) and span.is_recording():
-                _end(span, ending, outcome.error, error_type)
-        finally:
-            span.end()
-        if self.record_duration is not None:
-            self._record(static, attributes, start, error_type)
-
-    def _record(self, static: _Static, attributes: dict[str, Any], start: int, error_type: str | None) -> None:
-        assert self.record_duration is not None
-        metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
-                                                             "gen_ai.request.model") if k in attributes}
-        if error_type is not None:
-            metric["error.type"] = error_type
-        self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
-
-
-def _end(span: trace.Span, attributes: Mapping[str, Any] | None, error: BaseException | None,
-         error_type: str | None) -> None:
-    """What is known at the end, in one ``set_attributes`` (each call to it is a pass of the SDK's checks)."""
-    if attributes:
-        span.set_attributes(attributes)
-    if error is not None and error_type is not None:
-        span.record_exception(error)
-        span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
-
-
-def _context(span: trace.Span, model: bool) -> Context:
-    context = set_span_in_context(span)
-    # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
-    # LangChain model): the key those instrumentations honour tells them this span already records the call.
-    return set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if model else context
+            metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
+                                                                 "gen_ai.request.model") if k in attributes}
+            if error_type is not None:
+                metric["error.type"] = error_type
+            self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
 
 
 def _identity(attributes: dict[str, Any], operation: str, name: str, provider: str | None) -> None:
@@ -222,9 +169,9 @@ def _identity(attributes: dict[str, Any], operation: str, name: str, provider: s
         attributes[name_key] = name
 
 
-def _error_type(error: BaseException | None) -> str | None:
-    if error is None or isinstance(error, GeneratorExit):
-        return None  # no error, or the consumer stopped reading: not a failure of the call
+def _error_type(error: BaseException) -> str | None:
+    if isinstance(error, GeneratorExit):
+        return None  # the consumer stopped reading: not a failure of the call
     return type(error).__qualname__
 
 

@@ -10,7 +10,6 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry import context as otel_context
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 import agentaccel
@@ -301,72 +300,6 @@ def test_return_answers_without_calling_inward(mode: Mode, register: Register) -
             assert asyncio.run(read()) == ["x", "y"]
         assert isinstance(outer.outcomes[-1], StreamOutcome)
         assert outer.outcomes[-1].chunks == 2  # type: ignore[attr-defined]
-
-
-class ContextFactory(Middleware):
-    """Puts a factory in ``call.context``, as tracing does: it counts its calls and makes a context holding a
-    marker (or fails)."""
-
-    name = "factory"
-
-    def __init__(self, fail: bool = False) -> None:
-        self.fail = fail
-        self.made = 0
-
-    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
-        def make() -> Any:
-            self.made += 1
-            if self.fail:
-                raise RuntimeError("factory broke")
-            return otel_context.set_value("marker", "inside")
-
-        call.context = make
-        yield PROCEED
-
-
-@pytest.mark.parametrize("mode", MODES, ids=IDS)
-def test_a_context_factory_is_built_once_when_the_original_runs(mode: Mode, register: Register) -> None:
-    factory = ContextFactory()
-    register(MiddlewarePlugin(factory), "factory")
-    agentaccel.enable()
-    seen: list[Any] = []
-
-    def body() -> Iterator[str]:
-        for chunk in ("a", "b"):  # a stream's every step runs in the context
-            seen.append(otel_context.get_value("marker"))
-            yield chunk
-
-    assert consume(mode, accelerated(mode, body)) == ["a", "b"]
-    assert factory.made == 1
-    assert seen == ["inside", "inside"]
-    assert otel_context.get_value("marker") is None  # only around the original
-
-
-@pytest.mark.parametrize("mode", MODES, ids=IDS)
-def test_a_context_factory_is_never_built_for_a_call_answered_without_running(mode: Mode,
-                                                                              register: Register) -> None:
-    factory = ContextFactory()
-    register(MiddlewarePlugin(factory, ShortCircuit(["x"])), "factory")
-    agentaccel.enable()
-    assert consume(mode, accelerated(mode, lambda: ["never"])) == ["x"]
-    assert factory.made == (1 if mode.is_stream else 0)  # a stream's replay runs in the context like the original
-
-
-@pytest.mark.parametrize("mode", MODES, ids=IDS)
-def test_a_failing_context_factory_is_isolated_and_the_call_goes_on(mode: Mode, register: Register) -> None:
-    register(MiddlewarePlugin(ContextFactory(fail=True)), "factory")
-    agentaccel.enable()
-    before = agentaccel.plugin_failures()
-    assert consume(mode, accelerated(mode, lambda: ["a"])) == ["a"]
-    assert failures_since(before) == {"the factory of call.context": 1}
-
-
-def test_a_call_knows_its_chain(register: Register) -> None:
-    outer, inner = Recorder("outer"), Recorder("inner")
-    register(MiddlewarePlugin(outer, inner), "chain")
-    agentaccel.enable()
-    accelerated(Mode.SYNC, lambda: ["a"])()
-    assert [mw.name for mw in outer.calls[0].chain] == ["tracing", "outer", "inner"]
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)

@@ -129,10 +129,8 @@ class AnnotatingPlugin:
 
 
 @pytest.mark.parametrize("answered", [False, True], ids=["ran", "answered"])
-def test_annotations_and_the_description_reach_the_span_whenever_it_starts(agentaccel_spans: SpanRecorder,
+def test_annotations_and_the_description_reach_the_span_in_one_piece(agentaccel_spans: SpanRecorder,
                                                                           register: Any, answered: bool) -> None:
-    """With other middleware in the chain the span starts just before the original runs, or at the end for a
-    call answered without running it; either way it carries everything, from the call's start."""
     result = {"text": "hello", "usage": {"in": 12, "out": 3}, "model": "gpt-x-1"}
     register(AnnotatingPlugin(Annotating(result if answered else None)), "annotating")
     agentaccel_spans.enable()
