@@ -145,7 +145,7 @@ class Tracing(Middleware):
                 # call to it in a pass of its own, which is a large part of a cache hit's cost.
                 annotated = call.attributes
                 ending = _ending(call, outcome, start, error_type) if error_type or static.describe else None
-                merged = {**annotated, **ending} if ending else annotated
+                merged = {**ending, **annotated} if ending else annotated  # middleware have the last word
                 if merged:
                     span.set_attributes(merged)
                 if error is not None and error_type is not None:
