@@ -8,7 +8,8 @@ keyed by something unstable.
 
 NaN and the infinities are not JSON: orjson writes them as null, so a request holding one shares its key with the
 same request holding None there. Searching every key's bytes for a null to rule that out would cost 0.8 us per
-call for requests no provider accepts (they fail upstream, and a failed call stores nothing).
+call for requests no provider accepts (they fail upstream, and a failed call stores nothing). The types orjson
+writes natively (datetime, UUID, enum, dataclass) are keyed by their JSON form.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -279,17 +280,17 @@ def test_unkeyable_and_unencodable_calls_pass_through(agentaccel_spans: SpanReco
     @agentaccel.accelerate(operation=agentaccel.CHAT, name="answer")
     def answer(kind: str) -> Any:
         calls.append(kind)
-        return {"object": object(), "nan": [float("nan")], "big": [2**70]}[kind]
+        return {"object": object(), "nan": [float("nan")], "big": [2**70], "when": [datetime.now(UTC), None]}[kind]
 
     odd({1, 2}), odd({1, 2})  # a set in the request: no stable key
     odd({1: "a"}), odd({1: "a"})  # a key that is not a string (JSON would make it "1", another request's key)
     odd([2**64]), odd([2**64])  # an integer beyond 64 bits: the canonical encoder cannot write it exactly
     assert calls == ["odd"] * 6
     assert results(agentaccel_spans.spans()) == ["bypass"] * 6
-    for kind in ("object", "nan", "big"):  # results that are not JSON data read back unchanged: never stored
+    for kind in ("object", "nan", "big", "when"):  # results that would not read back unchanged: never stored
         answer(kind)
         assert answer(kind) is not None
-    assert calls[6:] == ["object", "object", "nan", "nan", "big", "big"]
+    assert calls[6:] == ["object", "object", "nan", "nan", "big", "big", "when", "when"]
     assert agentaccel.plugin_failures().get("cache") is None
 
 
