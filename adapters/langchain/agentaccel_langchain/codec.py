@@ -66,54 +66,52 @@ def _generation(message: Any, info: Any) -> dict[str, Any]:
     return {"message": encode_message(message), "generation_info": info}
 
 
-class ChatResultCodec:
+class _MessageCodec:
+    """A codec whose results hold messages: ``decode`` validates stored messages (they may come from Redis),
+    ``rebuild`` skips that for data this codec made or has decoded once; ``_build`` says how a result is made
+    from its data with either way of reading a message."""
+
+    def decode(self, data: Any) -> Any:
+        return self._build(data, decode_message)
+
+    def rebuild(self, data: Any) -> Any:
+        return self._build(data, rebuild_message)
+
+    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
+        raise NotImplementedError
+
+
+class ChatResultCodec(_MessageCodec):
     """``ChatResult`` (what ``_generate_with_cache`` returns)."""
 
     def encode(self, value: Any) -> Any:
         return {"generations": [_generation(g.message, g.generation_info) for g in value.generations],
                 "llm_output": value.llm_output}
 
-    def decode(self, data: Any) -> Any:
-        return self._build(data, decode_message)
-
-    def rebuild(self, data: Any) -> Any:
-        return self._build(data, rebuild_message)
-
-    @staticmethod
-    def _build(data: Any, message: Callable[[Any], Any]) -> Any:
+    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
         outputs = _outputs()
         return outputs.ChatResult(generations=[outputs.ChatGeneration(message=message(g["message"]),
                                                                       generation_info=g.get("generation_info"))
                                                for g in data["generations"]], llm_output=data.get("llm_output"))
 
 
-class MessageCodec:
+class MessageCodec(_MessageCodec):
     """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape."""
 
     def encode(self, value: Any) -> Any:
         return {"generations": [_generation(value, None)], "llm_output": None}
 
-    def decode(self, data: Any) -> Any:
-        return decode_message(data["generations"][0]["message"])
-
-    def rebuild(self, data: Any) -> Any:
-        return rebuild_message(data["generations"][0]["message"])
+    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
+        return message(data["generations"][0]["message"])
 
 
-class ChatChunkCodec:
+class ChatChunkCodec(_MessageCodec):
     """One ``ChatGenerationChunk`` of ``_stream``/``_astream``."""
 
     def encode(self, value: Any) -> Any:
         return _generation(value.message, value.generation_info)
 
-    def decode(self, data: Any) -> Any:
-        return self._build(data, decode_message)
-
-    def rebuild(self, data: Any) -> Any:
-        return self._build(data, rebuild_message)
-
-    @staticmethod
-    def _build(data: Any, message: Callable[[Any], Any]) -> Any:
+    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
         return _outputs().ChatGenerationChunk(message=message(data["message"]),
                                               generation_info=data.get("generation_info"))
 
@@ -148,7 +146,7 @@ class GenerationChunkCodec:
             raise CodecError(f"stored chunk is not a GenerationChunk: {exc}") from None
 
 
-class ToolResultCodec:
+class ToolResultCodec(_MessageCodec):
     """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message."""
 
     def encode(self, value: Any) -> Any:
@@ -158,11 +156,8 @@ class ToolResultCodec:
             return {"message": encode_message(value)}
         return {"value": value}
 
-    def decode(self, data: Any) -> Any:
-        return decode_message(data["message"]) if "message" in data else data["value"]
-
-    def rebuild(self, data: Any) -> Any:
-        return rebuild_message(data["message"]) if "message" in data else data["value"]
+    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
+        return message(data["message"]) if "message" in data else data["value"]
 
 
 CHAT_RESULT = ChatResultCodec()
