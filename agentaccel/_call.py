@@ -193,13 +193,15 @@ _NO_REQUEST: Mapping[str, Any] = Request()
 
 
 class Outcome:
-    """What a call produced: ``value`` or ``error`` (then ``unwrap()`` raises it)."""
+    """What a call produced: ``value`` or ``error`` (then ``unwrap()`` raises it). ``served`` is true when a
+    middleware answered with :class:`Return` (a cache hit) rather than the original callable."""
 
-    __slots__ = ("error", "value")
+    __slots__ = ("error", "served", "value")
 
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
+    def __init__(self, value: Any = None, error: BaseException | None = None, served: bool = False) -> None:
         self.value = value
         self.error = error
+        self.served = served
 
     @property
     def completed(self) -> bool:
@@ -219,8 +221,8 @@ class StreamOutcome(Outcome):
 
     __slots__ = ("chunks", "first_chunk_ns", "last")
 
-    def __init__(self, value: Any = None, error: BaseException | None = None) -> None:
-        super().__init__(value, error)
+    def __init__(self, value: Any = None, error: BaseException | None = None, served: bool = False) -> None:
+        super().__init__(value, error, served)
         self.chunks = 0
         self.first_chunk_ns = 0
         self.last: Any = None

@@ -181,7 +181,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
         if type(effect) is Return:
             entered.append((mw, flow))
             if not call.target.mode.is_stream:
-                outcome = Outcome(effect.value)
+                outcome = Outcome(effect.value, served=True)
             else:
                 centre = effect
             break
@@ -290,7 +290,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
         elif type(effect) is _Invoke or type(effect) is Return:
             context = call.context
             chunks = effect.value if type(effect) is Return else None
-            outcome = StreamOutcome([] if call.collect else None)
+            outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
             source: Iterator[Any] | None = None
             try:
                 tokens = _enter(call, context)
@@ -330,7 +330,7 @@ async def run_async_stream(
         elif type(effect) is _Invoke or type(effect) is Return:
             context = call.context
             chunks = effect.value if type(effect) is Return else None
-            outcome = StreamOutcome([] if call.collect else None)
+            outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
             source: AsyncIterator[Any] | None = None
             try:
                 tokens = _enter(call, context)

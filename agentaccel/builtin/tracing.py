@@ -70,7 +70,7 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 class _Static:
     """What a target's spans share, worked out once per target."""
 
-    __slots__ = ("attributes", "describe", "kind", "model", "name", "per_call", "timed", "tracer")
+    __slots__ = ("attributes", "described", "kind", "model", "name", "per_call", "stream", "timed", "tracer")
 
     def __init__(self, tracer: trace.Tracer, target: Target, timed: bool) -> None:
         self.tracer = tracer
@@ -85,7 +85,8 @@ class _Static:
         # that depends on the instance is known only per call.
         self.per_call = target.identify is not None or target.operation in MODEL_OPERATIONS
         self.timed = timed or target.mode.is_stream
-        self.describe = target.describe is not None or target.mode.is_stream
+        self.described = target.describe is not None
+        self.stream = target.mode.is_stream
         self.model = target.operation in MODEL_OPERATIONS
 
 
@@ -139,12 +140,15 @@ class Tracing(Middleware):
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
+        # describe() tells what the original call's response says (its usage above all); a call a middleware
+        # answered (a cache hit) used no tokens, and a backend that sums gen_ai.usage.* must not count it twice.
+        ends = error_type is not None or static.stream or (static.described and not outcome.served)
         try:
-            if (error_type is not None or static.describe or call.attributes) and span.is_recording():
+            if (ends or call.attributes) and span.is_recording():
                 # One set_attributes for everything known at the end: the SDK checks the attributes of each
                 # call to it in a pass of its own, which is a large part of a cache hit's cost.
                 annotated = call.attributes
-                ending = _ending(call, outcome, start, error_type) if error_type or static.describe else None
+                ending = _ending(call, outcome, start, error_type) if ends else None
                 merged = {**ending, **annotated} if ending else annotated  # middleware have the last word
                 if merged:
                     span.set_attributes(merged)
@@ -177,7 +181,7 @@ def _error_type(error: BaseException) -> str | None:
 
 def _ending(call: Call, outcome: Outcome, start_ns: int, error_type: str | None) -> dict[str, Any]:
     """The attributes known when the call ends: a stream's counts, the error's type, or what the adapter's
-    ``describe()`` reads from the result (usage, response model)."""
+    ``describe()`` reads from the result (usage, response model) when the original call produced it."""
     attributes: dict[str, Any] = {}
     if isinstance(outcome, StreamOutcome):
         attributes["agentaccel.stream.chunks"] = outcome.chunks
@@ -189,7 +193,7 @@ def _ending(call: Call, outcome: Outcome, start_ns: int, error_type: str | None)
     target = call.target
     if error_type is not None:
         attributes["error.type"] = error_type
-    elif target.describe is not None:
+    elif target.describe is not None and not outcome.served:
         result = outcome.last if isinstance(outcome, StreamOutcome) else outcome.value
         if result is not None:
             try:

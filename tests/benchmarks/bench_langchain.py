@@ -5,7 +5,9 @@
 
 (a) Hit latency of ``ChatOpenAI.invoke(messages)`` (2 messages, ~1.2 KB): agentaccel's cache against LangChain's
     InMemoryCache, interleaved rounds, median of per-round ratios; spans go to an SDK provider that exports
-    nowhere. Targets: <= 0.5x with no callback handler, <= 1.1x with one attached.
+    nowhere. Targets: <= 0.5x with no callback handler, <= 1.1x with one attached. Printed beside them, in the
+    same rounds: the agentaccel hit with spans off (a NoOpTracerProvider), and the hit's span alone (an SDK span
+    with its name, kind and attributes, no LangChain and no agentaccel code), both against InMemoryCache.
 (b) 200 tasks for a LangGraph tool-using agent (create_agent, two tools), half of them repeats, against the mock
     provider in its own process capped at 8 concurrent with 50 ms latency: plain; LangChain's native setup
     (InMemoryCache + InMemoryRateLimiter tuned to the cap + batch max_concurrency 8); agentaccel (cache + limit
@@ -31,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
-from benchutil import discarding_provider, per_call_ns
+from benchutil import discarding_provider, in_span, per_call_ns, recorded_span
 from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_llm_cache
@@ -39,6 +41,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langchain_core.rate_limiters import InMemoryRateLimiter
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from opentelemetry.trace import NoOpTracerProvider
 
 import agentaccel
 from agentaccel.mockllm import MockLLMProcess
@@ -59,25 +62,38 @@ def hit_latency(url: str, rounds: int, calls: int) -> None:
     messages = [SystemMessage("You are a careful assistant. " * 20), HumanMessage("Summarise the plan. " * 30)]
     size = sum(len(str(m.content)) for m in messages)
     model = ChatOpenAI(base_url=url, api_key="bench", model="gpt-4o-mini")
-    config: Any = {"callbacks": [Handler()]}
-    ratios: dict[str, list[float]] = {"no handler": [], "handler": []}
+    configs: dict[str, Any] = {"no handler": None, "handler": {"callbacks": [Handler()]}}
+
+    def record(provider: Any, cfg: Any) -> None:
+        agentaccel.enable(tracer_provider=provider)
+        model.invoke(messages, config=cfg)
+        model.invoke(messages, config=cfg)
+        agentaccel.disable()
+
+    spans = {label: recorded_span(lambda provider, cfg=cfg: record(provider, cfg)) for label, cfg in configs.items()}
+    tracer = PROVIDER.get_tracer("bench")
+    ratios: dict[tuple[str, str], list[float]] = {}
     for _ in range(rounds):
-        for label, cfg in (("no handler", None), ("handler", config)):
+        for label, cfg in configs.items():
             agentaccel.disable()
             set_llm_cache(InMemoryCache())
             model.invoke(messages, config=cfg)  # prime
             native = per_call_ns(lambda cfg=cfg: model.invoke(messages, config=cfg), calls)
             set_llm_cache(None)
-            agentaccel.enable(tracer_provider=PROVIDER)
-            model.invoke(messages, config=cfg)  # prime
-            ours = per_call_ns(lambda cfg=cfg: model.invoke(messages, config=cfg), calls)
-            agentaccel.disable()
-            ratios[label].append(ours / native)
+            for setup, provider in (("ours", PROVIDER), ("spans off", NoOpTracerProvider())):
+                agentaccel.enable(tracer_provider=provider)
+                model.invoke(messages, config=cfg)  # prime
+                ours = per_call_ns(lambda cfg=cfg: model.invoke(messages, config=cfg), calls)
+                agentaccel.disable()
+                ratios.setdefault((label, setup), []).append(ours / native)
+            alone = per_call_ns(in_span(tracer, spans[label], lambda: None), calls)
+            ratios.setdefault((label, "span alone"), []).append(alone / native)
     print(f"(a) hit latency, {size} chars in 2 messages, {rounds} rounds x {calls} calls")
     for label, target in (("no handler", 0.5), ("handler", 1.1)):
-        median = statistics.median(ratios[label])
+        median, off, alone = (statistics.median(ratios[label, setup]) for setup in ("ours", "spans off", "span alone"))
         print(f"    {label:10s}: agentaccel / InMemoryCache = {median:.2f}x (target <= {target}x) "
-              f"{verdict(median <= target)}")
+              f"{verdict(median <= target)}; with spans off {off:.2f}x; the hit's span alone "
+              f"({len(spans[label].attributes or {})} attributes) {alone:.2f}x")
 
 
 @tool

@@ -259,6 +259,7 @@ def test_a_buggy_middleware_is_isolated_and_counted(mode: Mode, where: str, regi
     assert len(inner.outcomes) == 1
     assert [o.value for o in outer.outcomes] == [["a", "b"]]
     assert outer.outcomes[0].error is None
+    assert not outer.outcomes[0].served
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
@@ -284,6 +285,7 @@ def test_return_answers_without_calling_inward(mode: Mode, register: Register) -
     for outcome in outer.outcomes + cache.outcomes:
         assert outcome.value == ["x", "y"]
         assert outcome.error is None
+        assert outcome.served  # a middleware answered, not the original
     if mode.is_stream:
         # the chunks of a Return reach the caller as a stream, like the original's would
         result = fn()

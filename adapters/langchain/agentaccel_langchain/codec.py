@@ -48,11 +48,39 @@ def _constructible() -> dict[str, Any]:
     return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk, "tool": ToolMessage}
 
 
+_set = object.__setattr__
+
+
+@functools.cache
+def _plain_fields(cls: Any) -> tuple[str, ...] | None:
+    """The field names of ``cls`` in order, when pydantic's ``model_construct`` of data holding every field and
+    nothing else amounts to taking that dict as the instance's: no aliases, private attributes, post-init hook
+    or root model. None otherwise."""
+    fields = cls.__pydantic_fields__
+    if (cls.__pydantic_post_init__ or cls.__private_attributes__ or cls.__pydantic_root_model__
+            or any(f.alias is not None or f.validation_alias is not None for f in fields.values())):
+        return None
+    return tuple(fields)
+
+
 def rebuild_message(data: Any) -> Any:
-    """The message again from data ``encode_message`` made (or ``decode_message`` accepted): pydantic's
-    ``model_construct`` skips the validators, which cost half of an in-process hit."""
+    """The message again from data ``encode_message`` made (or ``decode_message`` accepted), skipping the
+    validators, which cost half of an in-process hit. ``encode_message`` writes every field in order, and for
+    such data the instance is assembled as ``model_construct`` would assemble it, without its per-field loop
+    (1.3 us against 3.2 us for an AIMessage); anything else goes through ``model_construct``. A test holds the
+    two equal."""
     cls = _constructible().get(data["type"])
-    return cls.model_construct(**data["data"]) if cls is not None else decode_message(data)
+    if cls is None:
+        return decode_message(data)
+    fields = data["data"]
+    if tuple(fields) == _plain_fields(cls):
+        message = cls.__new__(cls)
+        _set(message, "__dict__", fields)
+        _set(message, "__pydantic_fields_set__", set(fields))
+        _set(message, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+        _set(message, "__pydantic_private__", None)
+        return message
+    return cls.model_construct(**fields)
 
 
 @functools.cache

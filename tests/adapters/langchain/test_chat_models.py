@@ -160,3 +160,27 @@ def test_a_model_with_its_own_cache_instance_answers_after_agentaccel(agentaccel
     assert results(agentaccel_spans.spans()) == ["miss", "hit"]
     with agentaccel.options(cache=False):  # agentaccel's cache off: the model's own cache answers
         assert model.invoke("q").content == "first"
+
+
+def test_a_rebuilt_message_is_the_instance_pydantic_would_construct() -> None:
+    # rebuild_message assembles complete stored messages itself, skipping model_construct's per-field loop: it
+    # must give exactly what model_construct and the validating decode give, or a pydantic upgrade that changes
+    # how instances are laid out fails here rather than in users' hands.
+    from agentaccel_langchain.codec import decode_message, encode_message, rebuild_message
+    from langchain_core.messages import ToolMessage
+
+    messages = [tool_answer(), AIMessageChunk("par", usage_metadata={"input_tokens": 1, "output_tokens": 1,
+                                                                      "total_tokens": 2}),
+                ToolMessage("42", tool_call_id="call_1", artifact={"rows": [1, 2]})]
+    for message in messages:
+        data = encode_message(message)
+        rebuilt, constructed = rebuild_message(data), type(message).model_construct(**data["data"])
+        assert type(rebuilt) is type(message)
+        assert rebuilt == constructed == decode_message(data)
+        assert list(vars(rebuilt).items()) == list(vars(constructed).items())
+        assert rebuilt.model_fields_set == constructed.model_fields_set
+        assert (rebuilt.model_extra, rebuilt.__pydantic_private__) == (constructed.model_extra, None)
+        assert rebuilt.model_dump() == message.model_dump()
+    # Data without every field (written by another LangChain version) goes through model_construct's defaults.
+    partial = {"type": "ai", "data": {"content": "hi", "tool_calls": []}}
+    assert rebuild_message(partial) == AIMessage("hi")

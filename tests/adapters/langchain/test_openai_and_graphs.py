@@ -50,6 +50,9 @@ def test_chat_openai_span_usage_provider_and_hit(agentaccel_spans: SpanRecorder,
     assert attributes["gen_ai.response.model"]
     assert attributes["gen_ai.usage.input_tokens"] > 0
     assert attributes["gen_ai.usage.output_tokens"] > 0
+    # The hit used no tokens: its span says so by carrying no usage (the returned message still has it).
+    assert spans[1].attributes["agentaccel.cache.result"] == "hit"
+    assert not any(key.startswith("gen_ai.usage.") for key in spans[1].attributes)
 
 
 def test_a_model_changed_in_place_is_another_request(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
