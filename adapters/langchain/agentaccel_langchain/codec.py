@@ -90,6 +90,15 @@ def _outputs() -> Any:
     return outputs
 
 
+def _cost_free(message: Any) -> Any:
+    """A message a hit returns says it cost nothing, as LangChain's own cache says it (``usage_metadata``'s
+    ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. The usage dict is the hit's own."""
+    usage = message.__dict__.get("usage_metadata")  # a ToolMessage has none
+    if usage is not None:
+        usage["total_cost"] = 0
+    return message
+
+
 def _generation(message: Any, info: Any) -> dict[str, Any]:
     return {"message": encode_message(message), "generation_info": info}
 
@@ -110,27 +119,27 @@ class _MessageCodec:
 
 
 class ChatResultCodec(_MessageCodec):
-    """``ChatResult`` (what ``_generate_with_cache`` returns)."""
+    """``ChatResult`` (what ``_generate_with_cache`` returns). As LangChain's own cache does, a hit has no
+    ``llm_output``: that is where handlers such as the OpenAI cost callback count a call's tokens."""
 
     def encode(self, value: Any) -> Any:
-        return {"generations": [_generation(g.message, g.generation_info) for g in value.generations],
-                "llm_output": value.llm_output}
+        return {"generations": [_generation(g.message, g.generation_info) for g in value.generations]}
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
         outputs = _outputs()
-        return outputs.ChatResult(generations=[outputs.ChatGeneration(message=message(g["message"]),
-                                                                      generation_info=g.get("generation_info"))
-                                               for g in data["generations"]], llm_output=data.get("llm_output"))
+        return outputs.ChatResult(generations=[
+            outputs.ChatGeneration(message=_cost_free(message(g["message"])), generation_info=g.get("generation_info"))
+            for g in data["generations"]])
 
 
 class MessageCodec(_MessageCodec):
     """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape."""
 
     def encode(self, value: Any) -> Any:
-        return {"generations": [_generation(value, None)], "llm_output": None}
+        return {"generations": [_generation(value, None)]}
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return message(data["generations"][0]["message"])
+        return _cost_free(message(data["generations"][0]["message"]))
 
 
 class ChatChunkCodec(_MessageCodec):
@@ -140,7 +149,7 @@ class ChatChunkCodec(_MessageCodec):
         return _generation(value.message, value.generation_info)
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return _outputs().ChatGenerationChunk(message=message(data["message"]),
+        return _outputs().ChatGenerationChunk(message=_cost_free(message(data["message"])),
                                               generation_info=data.get("generation_info"))
 
 

@@ -1,5 +1,6 @@
 """Normalized requests: what changes an answer, in LangChain's own terms. For a chat model that is the messages
-(ids dropped, as LangChain's cache drops them), the model's invocation parameters (``_get_invocation_params``,
+(ids dropped, as LangChain's cache drops them, and earlier answers' ``usage_metadata``, which no provider is
+sent), the model's invocation parameters (``_get_invocation_params``,
 the same source LangChain's ``_get_llm_string`` and LangSmith use) and the per-call keyword arguments that
 ``bind_tools``/``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the rest.
 """
@@ -40,6 +41,9 @@ def jsonable(value: Any) -> Any:
 def _message(message: Any) -> Any:
     data = message.model_dump()
     data.pop("id", None)
+    # An answer's token counts (and the total_cost = 0 a cache hit marks them with) are never sent back to the
+    # provider: a conversation must key the same whether its earlier answers were fresh, cached or reloaded.
+    data.pop("usage_metadata", None)
     data["type"] = message.type
     return data
 

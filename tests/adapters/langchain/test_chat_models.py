@@ -34,7 +34,7 @@ def test_invoke_is_one_span_and_a_repeat_is_a_hit_of_the_same_types(agentaccel_s
     assert isinstance(again, AIMessage)
     assert again.tool_calls == first.tool_calls == [{"name": "search", "args": {"q": "otel"}, "id": "call_1",
                                                      "type": "tool_call"}]
-    assert again.usage_metadata == first.usage_metadata
+    assert again.usage_metadata == {**first.usage_metadata, "total_cost": 0}  # as LangChain's own cache marks a hit
     assert again.response_metadata["model_name"] == "fake-1"
     spans = agentaccel_spans.spans()
     assert [s.name for s in spans] == ["chat GenericFakeChatModel"] * 2

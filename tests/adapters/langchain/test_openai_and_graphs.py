@@ -40,7 +40,7 @@ def test_chat_openai_span_usage_provider_and_hit(agentaccel_spans: SpanRecorder,
     first = model.invoke([HumanMessage("hello there")])
     second = model.invoke([HumanMessage("hello there")])
     assert isinstance(second, AIMessage) and second.content == first.content
-    assert second.usage_metadata == first.usage_metadata
+    assert second.usage_metadata == {**first.usage_metadata, "total_cost": 0}
     assert mock_llm.counters()["chat_requests"] == 1
     spans = agentaccel_spans.spans()
     assert [s.name for s in spans] == ["chat gpt-4o-mini"] * 2
@@ -53,6 +53,46 @@ def test_chat_openai_span_usage_provider_and_hit(agentaccel_spans: SpanRecorder,
     # The hit used no tokens: its span says so by carrying no usage (the returned message still has it).
     assert spans[1].attributes["agentaccel.cache.result"] == "hit"
     assert not any(key.startswith("gen_ai.usage.") for key in spans[1].attributes)
+
+
+def test_a_hit_says_what_a_langchain_cache_hit_says(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.globals import set_llm_cache
+
+    def two_calls() -> tuple[Any, Any]:
+        model = chat_model(mock_llm)
+        return model.generate([[HumanMessage("cost?")]]), model.generate([[HumanMessage("cost?")]])
+
+    agentaccel.disable()  # LangChain's cache alone first
+    set_llm_cache(InMemoryCache())
+    _, native_hit = two_calls()
+    set_llm_cache(None)
+    agentaccel_spans.enable()
+    miss, hit = two_calls()
+    assert mock_llm.counters()["chat_requests"] == 2  # one miss each
+    assert [s.attributes["agentaccel.cache.result"] for s in agentaccel_spans.spans()] == ["miss", "hit"]
+    message, native = hit.generations[0][0].message, native_hit.generations[0][0].message
+    # The hit cost nothing: total_cost 0 beside the token counts, and no llm_output (where the OpenAI cost
+    # callback counts tokens) -- what LangChain's own cache hit says, where the miss says otherwise.
+    assert message.usage_metadata == native.usage_metadata == {**miss.generations[0][0].message.usage_metadata,
+                                                               "total_cost": 0}
+    assert hit.llm_output == native_hit.llm_output
+    assert miss.llm_output["token_usage"] and hit.llm_output != miss.llm_output
+    assert message.content == native.content == miss.generations[0][0].text
+
+
+def test_a_conversation_keys_the_same_whatever_its_answers_cost(agentaccel_spans: SpanRecorder,
+                                                               mock_llm: MockLLM) -> None:
+    # An earlier answer's usage (fresh, marked total_cost = 0 by a hit, or lost when the history was stored) is
+    # never sent to the provider, so it does not make another request.
+    model = chat_model(mock_llm)
+    answer = model.invoke([HumanMessage("first")])
+    for usage in (answer.usage_metadata, {**answer.usage_metadata, "total_cost": 0}, None):
+        model.invoke([HumanMessage("first"), answer.model_copy(update={"usage_metadata": usage}),
+                      HumanMessage("second")])
+    assert mock_llm.counters()["chat_requests"] == 2
+    assert [s.attributes["agentaccel.cache.result"] for s in agentaccel_spans.spans()] == ["miss", "miss", "hit",
+                                                                                          "hit"]
 
 
 def test_a_model_changed_in_place_is_another_request(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
