@@ -1,8 +1,8 @@
 """Normalized requests: what changes an answer, in LangChain's own terms. For a chat model that is the messages
 (ids dropped, as LangChain's cache drops them, and earlier answers' ``usage_metadata``, which no provider is
-sent), the model's invocation parameters (``_get_invocation_params``,
-the same source LangChain's ``_get_llm_string`` and LangSmith use) and the per-call keyword arguments that
-``bind_tools``/``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the rest.
+sent), the model's invocation parameters (``_get_invocation_params``, the same source LangChain's
+``_get_llm_string`` and LangSmith use) and the per-call keyword arguments that ``bind_tools``/
+``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the rest.
 """
 
 from __future__ import annotations
