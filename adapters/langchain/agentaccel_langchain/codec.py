@@ -99,20 +99,29 @@ def _cost_free(message: Any) -> Any:
     return message
 
 
+def _decoded_hit(data: Any) -> Any:
+    return _cost_free(decode_message(data))
+
+
+def _rebuilt_hit(data: Any) -> Any:
+    return _cost_free(rebuild_message(data))
+
+
 def _generation(message: Any, info: Any) -> dict[str, Any]:
     return {"message": encode_message(message), "generation_info": info}
 
 
 class _MessageCodec:
     """A codec whose results hold messages: ``decode`` validates stored messages (they may come from Redis),
-    ``rebuild`` skips that for data this codec made or has decoded once; ``_build`` says how a result is made
-    from its data with either way of reading a message."""
+    ``rebuild`` skips that for data this codec made or has decoded once; either way a message read back is a
+    hit's, so it is marked cost-free here, once for every codec. ``_build`` says how a result is made from its
+    data with either way of reading a message."""
 
     def decode(self, data: Any) -> Any:
-        return self._build(data, decode_message)
+        return self._build(data, _decoded_hit)
 
     def rebuild(self, data: Any) -> Any:
-        return self._build(data, rebuild_message)
+        return self._build(data, _rebuilt_hit)
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
         raise NotImplementedError
@@ -128,7 +137,7 @@ class ChatResultCodec(_MessageCodec):
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
         outputs = _outputs()
         return outputs.ChatResult(generations=[
-            outputs.ChatGeneration(message=_cost_free(message(g["message"])), generation_info=g.get("generation_info"))
+            outputs.ChatGeneration(message=message(g["message"]), generation_info=g.get("generation_info"))
             for g in data["generations"]])
 
 
@@ -139,7 +148,7 @@ class MessageCodec(_MessageCodec):
         return {"generations": [_generation(value, None)]}
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return _cost_free(message(data["generations"][0]["message"]))
+        return message(data["generations"][0]["message"])
 
 
 class ChatChunkCodec(_MessageCodec):
@@ -149,7 +158,7 @@ class ChatChunkCodec(_MessageCodec):
         return _generation(value.message, value.generation_info)
 
     def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return _outputs().ChatGenerationChunk(message=_cost_free(message(data["message"])),
+        return _outputs().ChatGenerationChunk(message=message(data["message"]),
                                               generation_info=data.get("generation_info"))
 
 
