@@ -59,7 +59,8 @@ Flow = Generator[Io | Proceed | Return, Any, None]
 
 
 class Middleware:
-    """Base class for middleware. Subclasses set ``name`` and override :meth:`flow` (and :meth:`accepts`).
+    """Base class for middleware. Subclasses set ``name`` and override :meth:`flow` (and :meth:`accepts`,
+    :meth:`chained`).
 
     ``before``/``after`` name other middleware this one must run outside of / inside of; names that are not
     installed are ignored. The standard order is ``observe -> tracing -> profile -> cache -> limit -> pool``.
@@ -72,6 +73,10 @@ class Middleware:
     def accepts(self, target: Target) -> bool:
         """Whether :meth:`flow` can matter for calls of ``target``; asked once per target, not per call."""
         return True
+
+    def chained(self, target: Target, inner: tuple[Middleware, ...]) -> None:
+        """Told once per target, after every middleware answered :meth:`accepts`, which middleware run inside
+        this one for calls of ``target`` (empty when it is the innermost)."""
 
     def flow(self, call: Call) -> Flow:
         yield PROCEED
@@ -226,6 +231,19 @@ def owned_by_outer(target: Target, instance: Any) -> bool:
     return (instance is not None and parent.instance is instance) or target.operation in MODEL_OPERATIONS
 
 
+def _context(call: Call) -> Context | None:
+    """The context the original runs in; a function in ``call.context`` makes it now, once (see :class:`Call`)."""
+    context = call.context
+    if callable(context):
+        try:
+            context = context()
+        except Exception as exc:  # a middleware's bug: the original still runs, outside that middleware's context
+            isolate("call.context", exc)
+            context = None
+        call.context = context
+    return context  # type: ignore[no-any-return]
+
+
 def _enter(call: Call, context: Context | None) -> tuple[Token[Call | None], object | None]:
     return _ACTIVE.set(call), otel_context.attach(context) if context is not None else None
 
@@ -246,9 +264,12 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
         elif type(effect) is _Invoke:
-            # _enter/_exit inlined: this is the path every sync call takes
+            # _context/_enter/_exit inlined: this is the path every sync call takes
+            context = call.context
+            if callable(context):
+                context = _context(call)
             active = _ACTIVE.set(call)
-            attached = otel_context.attach(call.context) if call.context is not None else None
+            attached = otel_context.attach(context) if context is not None else None
             try:
                 outcome = Outcome(fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -269,7 +290,7 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
         elif type(effect) is _Invoke:
-            tokens = _enter(call, call.context)
+            tokens = _enter(call, _context(call))
             try:
                 outcome = Outcome(await fn(*call.args, **call.kwargs))
             except BaseException as exc:
@@ -288,7 +309,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
         if type(effect) is Io:
             effect = plan.send(_run_io(effect))
         elif type(effect) is _Invoke or type(effect) is Return:
-            context = call.context
+            context = _context(call)
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
             source: Iterator[Any] | None = None
@@ -328,7 +349,7 @@ async def run_async_stream(
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
         elif type(effect) is _Invoke or type(effect) is Return:
-            context = call.context
+            context = _context(call)
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
             source: AsyncIterator[Any] | None = None

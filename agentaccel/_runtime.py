@@ -50,7 +50,13 @@ class Runtime:
         """The middleware that accept ``target``, asked once per target."""
         chain = self._chains.get(target)
         if chain is None:
-            chain = self._chains[target] = tuple(mw for mw in self.middleware if _accepts(mw, target))
+            chain = tuple(mw for mw in self.middleware if _accepts(mw, target))
+            for i, mw in enumerate(chain):
+                try:
+                    mw.chained(target, chain[i + 1:])
+                except Exception as exc:
+                    isolate(mw.name, exc)
+            self._chains[target] = chain
         return chain
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 from opentelemetry import trace
-from opentelemetry.context import set_value
+from opentelemetry.context import Context, set_value
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from agentaccel import __version__
@@ -70,7 +70,8 @@ DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 class _Static:
     """What a target's spans share, worked out once per target."""
 
-    __slots__ = ("attributes", "described", "kind", "model", "name", "per_call", "stream", "timed", "tracer")
+    __slots__ = ("attributes", "defer", "described", "kind", "model", "name", "per_call", "stream", "timed",
+                 "tracer")
 
     def __init__(self, tracer: trace.Tracer, target: Target, timed: bool) -> None:
         self.tracer = tracer
@@ -88,6 +89,7 @@ class _Static:
         self.described = target.describe is not None
         self.stream = target.mode.is_stream
         self.model = target.operation in MODEL_OPERATIONS
+        self.defer = False  # see Tracing.chained
 
 
 class Tracing(Middleware):
@@ -125,6 +127,12 @@ class Tracing(Middleware):
                 attributes[f"agentaccel.scope.{key}"] = value
         return f"{target.operation} {subject}", attributes
 
+    def chained(self, target: Target, inner: tuple[Middleware, ...]) -> None:
+        # When a middleware runs inside this one it may answer the call (a cache hit): the span then starts only
+        # when the original is about to run, or at the end with everything known. The SDK checks the attributes
+        # of each call to it in a pass of its own, and that second pass is a tenth of an L1 hit.
+        self._static[target].defer = bool(inner)
+
     def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
         static = self._static[call.target]
         if static.per_call or call.scope:
@@ -132,37 +140,60 @@ class Tracing(Middleware):
         else:
             name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
-        span = static.tracer.start_span(name, None, static.kind, attributes)
-        context = set_span_in_context(span)
-        # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
-        # LangChain model): the key those instrumentations honour tells them this span already records the call.
-        call.context = set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if static.model else context
+        tracer = static.tracer
+        span: trace.Span | None = None
+        began = None
+        if static.defer:
+            began = time.time_ns()
+
+            def begin() -> Context:
+                nonlocal span
+                span = tracer.start_span(name, None, static.kind, attributes, start_time=began)
+                return _context(span, static.model)
+
+            call.context = begin
+        else:
+            span = tracer.start_span(name, None, static.kind, attributes)
+            call.context = _context(span, static.model)
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
         # describe() tells what the original call's response says (its usage above all); a call a middleware
         # answered (a cache hit) used no tokens, and a backend that sums gen_ai.usage.* must not count it twice.
         ends = error_type is not None or static.stream or (static.described and not outcome.served)
+        recording = span is None or span.is_recording()  # an unstarted span may still be sampled
+        ending = _ending(call, outcome, start, error_type) if ends and recording else None
+        annotated = call.attributes
+        merged = {**ending, **annotated} if ending else annotated  # middleware have the last word
         try:
-            if (ends or call.attributes) and span.is_recording():
-                # One set_attributes for everything known at the end: the SDK checks the attributes of each
-                # call to it in a pass of its own, which is a large part of a cache hit's cost.
-                annotated = call.attributes
-                ending = _ending(call, outcome, start, error_type) if ends else None
-                merged = {**ending, **annotated} if ending else annotated  # middleware have the last word
-                if merged:
-                    span.set_attributes(merged)
-                if error is not None and error_type is not None:
-                    span.record_exception(error)
-                    span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
+            if span is None:  # a middleware answered before the original ran: one start with every attribute
+                span = tracer.start_span(name, None, static.kind, {**attributes, **merged} if merged else attributes,
+                                         start_time=began)
+            elif merged and recording:
+                span.set_attributes(merged)  # one pass for everything known at the end (see chained())
+            _failed(span, error, error_type)
         finally:
-            span.end()
+            if span is not None:
+                span.end()
         if self.record_duration is not None:
             metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
                                                                  "gen_ai.request.model") if k in attributes}
             if error_type is not None:
                 metric["error.type"] = error_type
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
+
+
+def _context(span: trace.Span, model: bool) -> Context:
+    context = set_span_in_context(span)
+    # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
+    # LangChain model): the key those instrumentations honour tells them this span already records the call.
+    return set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if model else context
+
+
+def _failed(span: trace.Span, error: BaseException | None, error_type: str | None) -> None:
+    if error is not None and error_type is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
 
 
 def _identity(attributes: dict[str, Any], operation: str, name: str, provider: str | None) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import pytest
+from opentelemetry import context as otel_context
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 import agentaccel
@@ -746,11 +747,27 @@ class BrokenAccepts(Recorder):
         raise RuntimeError("bug in accepts")
 
 
-def test_middleware_run_only_for_the_targets_they_accept(register: Register) -> None:
+class Chained(Recorder):
+    """Records what it is told runs inside it, per target."""
+
+    def __init__(self, name: str, *, broken: bool = False) -> None:
+        super().__init__(name)
+        self.broken = broken
+        self.told: list[tuple[str, tuple[str, ...]]] = []
+
+    def chained(self, target: agentaccel.Target, inner: tuple[Middleware, ...]) -> None:
+        self.told.append((target.name, tuple(mw.name for mw in inner)))
+        if self.broken:
+            raise RuntimeError("bug in chained")
+
+
+def test_middleware_run_for_the_targets_they_accept_and_are_told_what_runs_inside(register: Register) -> None:
+    everything = Chained("everything")
     models_only = ModelsOnly("models-only")
     broken = BrokenAccepts("broken-accepts")
-    everything = Recorder("everything")
-    register(MiddlewarePlugin(models_only, broken, everything), "accepting")
+    broken_chained = Chained("broken-chained", broken=True)
+    innermost = Chained("innermost")
+    register(MiddlewarePlugin(everything, models_only, broken, broken_chained, innermost), "accepting")
     agentaccel.enable()
     before = agentaccel.plugin_failures()
 
@@ -767,7 +784,59 @@ def test_middleware_run_only_for_the_targets_they_accept(register: Register) -> 
     assert [call.name for call in models_only.calls] == ["chat", "chat"]
     assert [call.name for call in everything.calls] == ["chat", "chat", "tool"]
     assert broken.calls == []
-    assert failures_since(before) == {"broken-accepts": 2}  # asked once per target, counted each time it failed
+    # Each is told once per target which middleware run inside it; a bug there is counted, and the middleware
+    # still runs: it accepted the target. A bug in accepts is counted each time it is asked, once per target.
+    assert everything.told == [("chat", ("models-only", "broken-chained", "innermost")),
+                               ("tool", ("broken-chained", "innermost"))]
+    assert innermost.told == [("chat", ()), ("tool", ())]
+    assert [call.name for call in broken_chained.calls] == ["chat", "chat", "tool"]
+    assert failures_since(before) == {"broken-accepts": 2, "broken-chained": 2}
+
+
+class Contextual(Middleware):
+    """Sets ``call.context`` to a function that makes the context the original runs in (or fails)."""
+
+    name = "contextual"
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.made = 0
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        def make() -> Any:
+            self.made += 1
+            if self.fail:
+                raise RuntimeError("bug making the context")
+            return otel_context.set_value("agentaccel.test", "inside")
+
+        call.context = make
+        yield PROCEED
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+@pytest.mark.parametrize("fail", [False, True], ids=["made", "failing"])
+def test_a_context_function_is_called_once_when_the_original_starts(mode: Mode, fail: bool,
+                                                                     register: Register) -> None:
+    contextual = Contextual(fail=fail)
+    register(MiddlewarePlugin(contextual), "contextual")
+    agentaccel.enable(tracing={"export": "none"})
+    before = agentaccel.plugin_failures()
+    seen: list[Any] = []
+
+    def body() -> Iterator[int]:
+        for i in range(3):  # each step of a stream runs in the context, made once for all of them
+            seen.append(otel_context.get_value("agentaccel.test"))
+            yield i
+
+    assert consume(mode, accelerated(mode, body)) == [0, 1, 2]
+
+    assert contextual.made == 1
+    if fail:  # the original still runs, outside the context the buggy middleware could not make
+        assert seen == [None] * 3
+        assert failures_since(before) == {"call.context": 1}
+    else:
+        assert seen == ["inside"] * 3
+        assert failures_since(before) == {}
 
 
 def test_the_default_request_is_the_bound_arguments(register: Register) -> None:

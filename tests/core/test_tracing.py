@@ -160,6 +160,78 @@ def test_annotations_and_the_description_reach_the_span_in_one_piece(agentaccel_
         assert span.attributes["gen_ai.response.model"] == "gpt-x-1"
 
 
+class SlowAnswer(agentaccel.Middleware):
+    """Waits through an Io effect (as an L2 lookup does), then answers, or refuses the call on purpose."""
+
+    name = "cache"
+
+    def __init__(self, answer: Any, refuse: bool = False) -> None:
+        self.answer = answer
+        self.refuse = refuse
+
+    def accepts(self, target: agentaccel.Target) -> bool:
+        return target.operation == "chat"
+
+    def flow(self, call: agentaccel.Call) -> Any:
+        yield agentaccel.Io(lambda: time.sleep(0.02), lambda: asyncio.sleep(0.02))
+        call.annotate("agentaccel.test.waited", True)
+        if self.refuse:
+            raise agentaccel.AgentAccelError("refused on purpose")
+        yield agentaccel.Return(self.answer)
+
+
+@pytest.mark.parametrize("mode", ["sync", "async", "sync_stream"])
+@pytest.mark.parametrize("refuse", [False, True], ids=["answered", "refused"])
+def test_a_call_answered_inside_tracing_is_one_span_from_its_start_under_its_parent(
+        agentaccel_spans: SpanRecorder, register: Any, mode: str, refuse: bool) -> None:
+    # The span of a call a middleware answers starts only at the end, with every attribute at once: it must
+    # still say when the call began, sit under the caller's span, and carry a refusal as an error.
+    answer = [{"text": "hi"}]
+    register(AnnotatingPlugin(SlowAnswer(answer, refuse)), "slow")
+    agentaccel_spans.enable()
+
+    def never() -> Any:
+        raise AssertionError("answered by the middleware")
+
+    async def anever() -> Any:
+        raise AssertionError("answered by the middleware")
+
+    def gnever() -> Any:
+        raise AssertionError("answered by the middleware")
+        yield
+
+    original = {"sync": never, "async": anever, "sync_stream": gnever}[mode]
+    complete = agentaccel.wrap(original, operation="chat", name="complete", provider="openai", request=chat_request)
+
+    @agentaccel.accelerate(operation="invoke_agent", name="caller")
+    def caller() -> Any:
+        result = complete()
+        return asyncio.run(result) if mode == "async" else list(result) if mode == "sync_stream" else result
+
+    before = time.time_ns()
+    if refuse:
+        with pytest.raises(agentaccel.AgentAccelError, match="refused on purpose"):
+            caller()
+    else:
+        assert caller() == answer
+    span = agentaccel_spans.span("chat gpt-x")
+    assert span.attributes is not None and span.start_time is not None and span.end_time is not None
+    assert is_child(span, agentaccel_spans.span("invoke_agent caller"))
+    assert before <= span.start_time and span.end_time - span.start_time >= 20_000_000
+    assert span.attributes["gen_ai.operation.name"] == "chat"
+    assert span.attributes["gen_ai.provider.name"] == "openai"
+    assert span.attributes["gen_ai.request.model"] == "gpt-x"
+    assert span.attributes["agentaccel.test.waited"] is True
+    if refuse:
+        assert span.status.status_code is StatusCode.ERROR
+        assert span.attributes["error.type"] == "AgentAccelError"
+        assert [e.name for e in span.events] == ["exception"]
+    else:
+        assert span.status.status_code is StatusCode.UNSET
+    if mode == "sync_stream" and not refuse:
+        assert span.attributes["agentaccel.stream.chunks"] == 1
+
+
 def test_a_streamed_chat_is_described_from_its_last_chunk(agentaccel_spans: SpanRecorder) -> None:
     @agentaccel.accelerate(operation="chat", request=chat_request, describe=usage)
     async def stream(prompt: str) -> Any:
