@@ -180,7 +180,7 @@ class SlowAnswer(agentaccel.Middleware):
         yield agentaccel.Return(self.answer)
 
 
-@pytest.mark.parametrize("mode", ["sync", "async", "sync_stream"])
+@pytest.mark.parametrize("mode", ["sync", "async", "sync_stream", "async_stream"])
 @pytest.mark.parametrize("refuse", [False, True], ids=["answered", "refused"])
 def test_a_call_answered_inside_tracing_is_one_span_from_its_start_under_its_parent(
         agentaccel_spans: SpanRecorder, register: Any, mode: str, refuse: bool) -> None:
@@ -200,13 +200,24 @@ def test_a_call_answered_inside_tracing_is_one_span_from_its_start_under_its_par
         raise AssertionError("answered by the middleware")
         yield
 
-    original = {"sync": never, "async": anever, "sync_stream": gnever}[mode]
+    async def agnever() -> Any:
+        raise AssertionError("answered by the middleware")
+        yield
+
+    async def read(stream: Any) -> list[Any]:
+        return [chunk async for chunk in stream]
+
+    original = {"sync": never, "async": anever, "sync_stream": gnever, "async_stream": agnever}[mode]
     complete = agentaccel.wrap(original, operation="chat", name="complete", provider="openai", request=chat_request)
 
     @agentaccel.accelerate(operation="invoke_agent", name="caller")
     def caller() -> Any:
         result = complete()
-        return asyncio.run(result) if mode == "async" else list(result) if mode == "sync_stream" else result
+        if mode == "async":
+            return asyncio.run(result)
+        if mode == "async_stream":
+            return asyncio.run(read(result))
+        return list(result) if mode == "sync_stream" else result
 
     before = time.time_ns()
     if refuse:
@@ -228,7 +239,7 @@ def test_a_call_answered_inside_tracing_is_one_span_from_its_start_under_its_par
         assert [e.name for e in span.events] == ["exception"]
     else:
         assert span.status.status_code is StatusCode.UNSET
-    if mode == "sync_stream" and not refuse:
+    if mode.endswith("stream") and not refuse:
         assert span.attributes["agentaccel.stream.chunks"] == 1
 
 
