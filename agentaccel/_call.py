@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, NoReturn, Protocol
@@ -85,8 +85,11 @@ class Target:
     ``request`` builds the normalized request (model, params, messages, tools …: JSON data) from a call; it runs
     only when something asks for ``call.request``. ``identify`` derives the name and provider from the call (a
     tool's name, a model class's provider) when they are not fixed. ``describe`` extracts span attributes from a
-    result (``gen_ai.usage.*``, ``gen_ai.response.model``). ``hints`` carry adapter facts middleware may use,
-    such as ``{"pure": True}`` for a tool whose result depends only on its arguments.
+    result (``gen_ai.usage.*``, ``gen_ai.response.model``). ``replay(call, chunk)`` is called for each chunk of
+    a stream a middleware answered (a cache replay), in the span's context just before the caller gets it, for
+    the per-chunk effects the original has inside it (a framework's token callbacks); in an async stream what it
+    returns, when not None, is awaited. ``hints`` carry adapter facts middleware may use, such as
+    ``{"pure": True}`` for a tool whose result depends only on its arguments.
     """
 
     framework: str
@@ -98,6 +101,7 @@ class Target:
     request: Callable[[Call], Mapping[str, Any]] | None = None
     identify: Callable[[Call], tuple[str, str | None]] | None = None
     describe: Callable[[Any], Mapping[str, Any]] | None = None
+    replay: Callable[[Call, Any], Awaitable[None] | None] | None = None
     hints: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:

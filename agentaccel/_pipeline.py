@@ -312,6 +312,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
             context = _context(call)
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
+            replay = call.target.replay if chunks is not None else None
             source: Iterator[Any] | None = None
             try:
                 tokens = _enter(call, context)
@@ -323,6 +324,8 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                     tokens = _enter(call, context)
                     try:
                         chunk = next(source)
+                        if replay is not None:
+                            replay(call, chunk)
                     except StopIteration:
                         break
                     finally:
@@ -352,6 +355,7 @@ async def run_async_stream(
             context = _context(call)
             chunks = effect.value if type(effect) is Return else None
             outcome = StreamOutcome([] if call.collect else None, served=chunks is not None)
+            replay = call.target.replay if chunks is not None else None
             source: AsyncIterator[Any] | None = None
             try:
                 tokens = _enter(call, context)
@@ -363,6 +367,10 @@ async def run_async_stream(
                     tokens = _enter(call, context)
                     try:
                         chunk = await source.__anext__()
+                        if replay is not None:
+                            replayed = replay(call, chunk)
+                            if replayed is not None:
+                                await replayed
                     except StopAsyncIteration:
                         break
                     finally:

@@ -4,6 +4,7 @@ async generator; middleware ordering; streams that fail or are abandoned; scope 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import inspect
 from collections.abc import Callable, Iterable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.trace import NoOpTracerProvider, StatusCode
 
 import agentaccel
@@ -27,6 +29,7 @@ from agentaccel import (
 )
 from agentaccel._call import StreamOutcome
 from agentaccel._pipeline import order
+from agentaccel._runtime import interceptor
 from agentaccel.builtin.tracing import Tracing
 
 Register = Callable[[Any, str], None]
@@ -570,6 +573,70 @@ def test_an_exception_mid_stream_ends_the_span_with_an_error(
     assert span.attributes["agentaccel.stream.completed"] is False
     assert "agentaccel.stream.abandoned" not in span.attributes
     assert outer.outcomes[0].error is error
+
+
+# --- a replayed stream's per-chunk effects ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+@pytest.mark.parametrize("answered", [True, False], ids=["replayed", "ran"])
+def test_a_targets_replay_sees_each_replayed_chunk_in_the_span(mode: Mode, answered: bool, agentaccel_spans: Any,
+                                                                register: Register) -> None:
+    # What an adapter does for the per-chunk effects the original has inside it (a framework's token callbacks):
+    # for a replay only, in the span's context, before the caller gets the chunk; awaited in an async stream.
+    register(MiddlewarePlugin(ShortCircuit(["x", "y"]) if answered else Recorder("passes")), "replaying")
+    agentaccel_spans.enable()
+    seen: list[tuple[Any, ...]] = []
+    received: list[Any] = []
+
+    def replay(call: agentaccel.Call, chunk: Any) -> Any:
+        entry = (call.name, chunk, trace.get_current_span().get_span_context().span_id, list(received))
+        if mode is Mode.SYNC_STREAM:
+            seen.append(entry)
+            return None
+
+        async def later() -> None:
+            await asyncio.sleep(0)  # a real suspension: only an awaited result gets past it
+            seen.append(entry)
+
+        return later()
+
+    target = agentaccel.Target(framework="test", operation="chat", name="replaying", mode=mode, replay=replay)
+    original = accelerated(mode, lambda: ["a", "b"]).__wrapped__  # type: ignore[attr-defined]
+    stream = functools.partial(interceptor(target), original, None, (), {})
+
+    got = consume(mode, stream, received)
+
+    span = agentaccel_spans.span("chat replaying")
+    assert span.context is not None
+    if answered:
+        assert got == ["x", "y"]
+        assert seen == [("replaying", "x", span.context.span_id, []), ("replaying", "y", span.context.span_id, ["x"])]
+    else:
+        assert got == ["a", "b"]
+        assert seen == []
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+def test_a_failing_replay_fails_the_stream_where_it_failed(mode: Mode, register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer, ShortCircuit(["x", "y", "z"])), "replaying")
+    agentaccel.enable(tracing={"export": "none"})
+
+    def replay(call: agentaccel.Call, chunk: Any) -> None:
+        if chunk == "y":
+            raise ValueError("replay refused y")
+
+    target = agentaccel.Target(framework="test", operation="chat", name="replaying", mode=mode, replay=replay)
+    original = accelerated(mode, lambda: ["a"]).__wrapped__  # type: ignore[attr-defined]
+    received: list[Any] = []
+
+    with pytest.raises(ValueError, match="replay refused y"):
+        consume(mode, functools.partial(interceptor(target), original, None, (), {}), received)
+
+    assert received == ["x"]
+    assert isinstance(outer.outcomes[0].error, ValueError)
+    assert outer.outcomes[0].served
 
 
 # --- ordering ----------------------------------------------------------------------------------------------------

@@ -101,10 +101,25 @@ def _llm(name: str, mode: Mode) -> Target:
 
 LLM_GENERATE = _llm("generate", Mode.SYNC)
 LLM_AGENERATE = _llm("agenerate", Mode.ASYNC)
+
+
+def _llm_token(call: Call, chunk: Any) -> Any:
+    """A replayed chunk's token callback. ``BaseLLM.stream()`` leaves ``on_llm_new_token`` to each model's own
+    ``_stream`` (``run_manager.on_llm_new_token(chunk.text, chunk=chunk)``), which a replay does not run: without
+    this a handler would see a hit's run start and end but none of its tokens. (Chat models fire tokens in
+    ``stream()`` itself, so their replays need nothing.) The async run manager returns a coroutine to await."""
+    run_manager = call.args[2] if len(call.args) > 2 else call.kwargs.get("run_manager")
+    if run_manager is None:
+        return None
+    return run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+
+
 LLM_STREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="stream", mode=Mode.SYNC_STREAM,
-                    codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity)
+                    codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity,
+                    replay=_llm_token)
 LLM_ASTREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="astream", mode=Mode.ASYNC_STREAM,
-                     codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity)
+                     codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity,
+                     replay=_llm_token)
 
 
 def _embeddings(name: str, mode: Mode) -> Target:

@@ -1,6 +1,7 @@
 """Text-completion models (``BaseLLM``, not chat): invoke/batch/stream/astream are one span each, a repeat is a hit
 answered as the types each path expects (an LLMResult below ``generate``, GenerationChunks replayed through
-``stream()`` as strings), and callback handlers see a run that starts and ends on a hit as on a miss."""
+``stream()`` as strings), and callback handlers see a run that starts, streams its tokens and ends on a hit as
+on a miss."""
 
 from __future__ import annotations
 
@@ -48,6 +49,8 @@ class CountingLLM(LLM):
     async def _astream(self, prompt: str, stop: list[str] | None = None, run_manager: Any = None,
                        **kwargs: Any) -> AsyncIterator[GenerationChunk]:
         for chunk in self._stream(prompt, stop, None, **kwargs):
+            if run_manager is not None:
+                await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
 
 
@@ -89,23 +92,101 @@ def test_a_hit_starts_and_ends_the_callback_run(agentaccel_spans: SpanRecorder, 
     assert results(agentaccel_spans) == ["miss", "hit"]
 
 
-def test_stream_replays_generation_chunks(agentaccel_spans: SpanRecorder, callbacks: Any) -> None:
+class Tokens:
+    """A handler recording each token with the chunk it came with, and the run's end; sync or async."""
+
+    def __init__(self, asynchronous: bool) -> None:
+        from langchain_core.callbacks import AsyncCallbackHandler, BaseCallbackHandler
+
+        events: list[tuple[Any, ...]] = []
+        self.events = events
+
+        def record(token: str, chunk: Any = None, **kwargs: Any) -> None:
+            events.append(("token", token, type(chunk).__name__, getattr(chunk, "generation_info", None)))
+
+        def end(response: Any, **kwargs: Any) -> None:
+            events.append(("end", [[g.text for g in gens] for gens in response.generations]))
+
+        class Async(AsyncCallbackHandler):
+            async def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+                await asyncio.sleep(0)  # a real suspension: only an awaited callback gets past it
+                record(token, **kwargs)
+
+            async def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+                end(response)
+
+        class Sync(BaseCallbackHandler):
+            def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+                record(token, **kwargs)
+
+            def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+                end(response)
+
+        self.handler: Any = Async() if asynchronous else Sync()
+
+    def take(self) -> list[tuple[Any, ...]]:
+        taken = list(self.events)
+        self.events.clear()
+        return taken
+
+
+EXPECTED_EVENTS = [("token", "one", "GenerationChunk", {"index": 0}),
+                   ("token", " two", "GenerationChunk", {"index": 1}),
+                   ("token", " three", "GenerationChunk", {"index": 2}),
+                   ("end", [["one two three"]])]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["stream", "astream"])
+def test_a_replayed_stream_fires_the_token_callbacks_the_models_stream_fires(agentaccel_spans: SpanRecorder,
+                                                                             asynchronous: bool) -> None:
+    # BaseLLM.stream() leaves on_llm_new_token to the model's own _stream, which a replay does not run: the
+    # adapter fires them for each replayed chunk, as the model did, with the chunk (awaited on astream).
     CALLS.clear()
     model = CountingLLM()
-    config: Any = {"callbacks": [callbacks.handler]}
-    first = list(model.stream("count", config=config))
-    first_events = callbacks.take()
-    second = list(model.stream("count", config=config))
-    assert first == second == ["one", " two", " three"]
+    tokens = Tokens(asynchronous)
+    config: Any = {"callbacks": [tokens.handler]}
+
+    def run() -> list[str]:
+        if not asynchronous:
+            return list(model.stream("count", config=config))
+
+        async def collect() -> list[str]:
+            return [c async for c in model.astream("count", config=config)]
+
+        return asyncio.run(collect())
+
+    assert run() == ["one", " two", " three"]
+    assert tokens.take() == EXPECTED_EVENTS
+    assert run() == ["one", " two", " three"]
+    assert tokens.take() == EXPECTED_EVENTS
     assert CALLS == ["count"]
-    # The run ends with the whole text on a hit too; the tokens come from the model's own _stream, which a
-    # replay does not run (see docs/langchain.md, known limits).
-    assert callbacks.take() == [e for e in first_events if e[0] != "on_llm_new_token"] == [
-        ("on_llm_end", [["one two three"]])]
     spans = agentaccel_spans.spans()
     assert [s.name for s in spans] == ["text_completion CountingLLM"] * 2
     assert results(agentaccel_spans) == ["miss", "hit"]
-    assert spans[1].attributes["agentaccel.stream.chunks"] == 3
+    assert spans[1].attributes is not None and spans[1].attributes["agentaccel.stream.chunks"] == 3
+
+
+def test_a_failing_token_callback_fails_a_replay_as_it_fails_the_model(agentaccel_spans: SpanRecorder) -> None:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class Strict(BaseCallbackHandler):
+        raise_error = True  # LangChain re-raises this handler's errors instead of logging them
+
+        def on_llm_new_token(self, token: str, **kwargs: Any) -> None:
+            if token == " two":
+                raise ValueError("handler refused a token")
+
+    CALLS.clear()
+    model = CountingLLM()
+    assert list(model.stream("strict")) == ["one", " two", " three"]  # fills the cache, no handler
+    got: list[str] = []
+    with pytest.raises(ValueError, match="handler refused a token"):
+        for chunk in model.stream("strict", config={"callbacks": [Strict()]}):
+            got.append(chunk)
+    assert got == ["one"]
+    assert CALLS == ["strict"]
+    assert results(agentaccel_spans) == ["miss", "hit"]
+    assert agentaccel_spans.spans()[1].attributes["agentaccel.stream.completed"] is False
 
 
 def test_the_replayed_chunks_are_generation_chunks(agentaccel_spans: SpanRecorder) -> None:
