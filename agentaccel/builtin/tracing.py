@@ -149,12 +149,12 @@ class Tracing(Middleware):
             def begin() -> Context:
                 nonlocal span
                 span = tracer.start_span(name, None, static.kind, attributes, start_time=began)
-                return _context(span, static.model)
+                return _span_context(span, static.model)
 
             call.context = begin
         else:
             span = tracer.start_span(name, None, static.kind, attributes)
-            call.context = _context(span, static.model)
+            call.context = _span_context(span, static.model)
         outcome = yield PROCEED
         error = outcome.error
         error_type = None if error is None else _error_type(error)
@@ -183,7 +183,7 @@ class Tracing(Middleware):
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
 
 
-def _context(span: trace.Span, model: bool) -> Context:
+def _span_context(span: trace.Span, model: bool) -> Context:
     context = set_span_in_context(span)
     # A model call's client library may be instrumented too (OpenLLMetry's openai instrumentation under a
     # LangChain model): the key those instrumentations honour tells them this span already records the call.
