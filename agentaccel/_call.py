@@ -85,10 +85,11 @@ class Target:
     ``request`` builds the normalized request (model, params, messages, tools …: JSON data) from a call; it runs
     only when something asks for ``call.request``. ``identify`` derives the name and provider from the call (a
     tool's name, a model class's provider) when they are not fixed. ``describe`` extracts span attributes from a
-    result (``gen_ai.usage.*``, ``gen_ai.response.model``). ``replay(call, chunk)`` is called for each chunk of
-    a stream a middleware answered (a cache replay), in the span's context just before the caller gets it, for
-    the per-chunk effects the original has inside it (a framework's token callbacks); in an async stream what it
-    returns, when not None, is awaited. ``hints`` carry adapter facts middleware may use, such as
+    result (``gen_ai.usage.*``, ``gen_ai.response.model``). ``replay(call, value)`` is called for what a middleware
+    answered in place of the original (a cache hit): for each chunk of a stream, or once with a call's result, in
+    the span's context just before the caller gets it, for the effects the original has inside it (a framework's
+    token callbacks or stream events); in an async call what it returns, when not None, is awaited, and if it
+    raises, the call fails there. ``hints`` carry adapter facts middleware may use, such as
     ``{"pure": True}`` for a tool whose result depends only on its arguments.
     """
 

@@ -161,9 +161,10 @@ Effect = Io | _Invoke | Return | Outcome
 
 def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, None]:
     """Run every flow's decision phase, ask the driver for the centre, unwind. Yields effects for the driver:
-    an :class:`Io` is answered with ``(value, error)``; :data:`_INVOKE` (call the original) and a stream's
-    :class:`Return` (replay its chunks) with an :class:`Outcome`; the last thing yielded is the final
-    :class:`Outcome` (yielded, not returned: a StopIteration on every call costs)."""
+    an :class:`Io` is answered with ``(value, error)``; :data:`_INVOKE` (call the original) and a
+    :class:`Return` to replay (a stream's chunks, or a result its target replays) with an :class:`Outcome`; the
+    last thing yielded is the final :class:`Outcome` (yielded, not returned: a StopIteration on every call
+    costs)."""
     entered: list[tuple[Middleware, Flow]] = []
     outcome: Outcome | None = None
     centre: _Invoke | Return = _INVOKE
@@ -185,10 +186,10 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
             break
         if type(effect) is Return:
             entered.append((mw, flow))
-            if not call.target.mode.is_stream:
-                outcome = Outcome(effect.value, served=True)
+            if call.target.mode.is_stream or call.target.replay is not None:
+                centre = effect  # the driver replays it (Target.replay)
             else:
-                centre = effect
+                outcome = Outcome(effect.value, served=True)
             break
         if type(effect) is not Proceed:
             flow.close()
@@ -279,6 +280,17 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
                     otel_context.detach(attached)
                 _ACTIVE.reset(active)
             effect = plan.send(outcome)
+        elif type(effect) is Return:  # an answer whose target replays it (see Target.replay)
+            tokens = _enter(call, _context(call))
+            try:
+                call.target.replay(call, effect.value)  # type: ignore[misc]  # _plan asks only when it is set
+            except BaseException as exc:
+                outcome = Outcome(error=exc, served=True)
+            else:
+                outcome = Outcome(effect.value, served=True)
+            finally:
+                _exit(tokens)
+            effect = plan.send(outcome)
         else:
             return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
 
@@ -289,12 +301,16 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
     while True:
         if type(effect) is Io:
             effect = plan.send(await _arun_io(effect))
-        elif type(effect) is _Invoke:
+        elif type(effect) is _Invoke or type(effect) is Return:  # the original, or an answer to replay
+            served = type(effect) is Return
             tokens = _enter(call, _context(call))
             try:
-                outcome = Outcome(await fn(*call.args, **call.kwargs))
+                value = await (_areplayed(call, effect.value) if served  # type: ignore[union-attr]
+                               else fn(*call.args, **call.kwargs))
             except BaseException as exc:
-                outcome = Outcome(error=exc)
+                outcome = Outcome(error=exc, served=served)
+            else:
+                outcome = Outcome(value, served=served)
             finally:
                 _exit(tokens)
             effect = plan.send(outcome)
@@ -400,6 +416,14 @@ async def _arun_io(effect: Io) -> tuple[Any, BaseException | None]:
         return await effect.arun(), None
     except BaseException as exc:
         return None, exc
+
+
+async def _areplayed(call: Call, value: Any) -> Any:
+    """``value`` after the target's replay of it (see Target.replay), awaited when it gives an awaitable."""
+    replayed = call.target.replay(call, value)  # type: ignore[misc]  # _plan asks for a replay only when it is set
+    if replayed is not None:
+        await replayed
+    return value
 
 
 async def _replay(chunks: Iterable[Any]) -> AsyncIterator[Any]:

@@ -575,23 +575,24 @@ def test_an_exception_mid_stream_ends_the_span_with_an_error(
     assert outer.outcomes[0].error is error
 
 
-# --- a replayed stream's per-chunk effects ----------------------------------------------------------------------------
+# --- a replayed answer's effects -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+@pytest.mark.parametrize("mode", list(Mode), ids=[m.value for m in Mode])
 @pytest.mark.parametrize("answered", [True, False], ids=["replayed", "ran"])
-def test_a_targets_replay_sees_each_replayed_chunk_in_the_span(mode: Mode, answered: bool, agentaccel_spans: Any,
-                                                                register: Register) -> None:
-    # What an adapter does for the per-chunk effects the original has inside it (a framework's token callbacks):
-    # for a replay only, in the span's context, before the caller gets the chunk; awaited in an async stream.
+def test_a_targets_replay_sees_what_was_answered_in_the_span(mode: Mode, answered: bool, agentaccel_spans: Any,
+                                                             register: Register) -> None:
+    # What an adapter does for the effects the original has inside it (a framework's token callbacks, its stream
+    # events): for an answer only, in the span's context, before the caller gets it (each chunk of a stream, a
+    # call's whole result); awaited in async calls.
     register(MiddlewarePlugin(ShortCircuit(["x", "y"]) if answered else Recorder("passes")), "replaying")
     agentaccel_spans.enable()
     seen: list[tuple[Any, ...]] = []
     received: list[Any] = []
 
-    def replay(call: agentaccel.Call, chunk: Any) -> Any:
-        entry = (call.name, chunk, trace.get_current_span().get_span_context().span_id, list(received))
-        if mode is Mode.SYNC_STREAM:
+    def replay(call: agentaccel.Call, value: Any) -> Any:
+        entry = (call.name, value, trace.get_current_span().get_span_context().span_id, list(received))
+        if not mode.is_async:
             seen.append(entry)
             return None
 
@@ -603,40 +604,47 @@ def test_a_targets_replay_sees_each_replayed_chunk_in_the_span(mode: Mode, answe
 
     target = agentaccel.Target(framework="test", operation="chat", name="replaying", mode=mode, replay=replay)
     original = accelerated(mode, lambda: ["a", "b"]).__wrapped__  # type: ignore[attr-defined]
-    stream = functools.partial(interceptor(target), original, None, (), {})
+    call = functools.partial(interceptor(target), original, None, (), {})
 
-    got = consume(mode, stream, received)
+    got = consume(mode, call, received)
 
     span = agentaccel_spans.span("chat replaying")
     assert span.context is not None
-    if answered:
+    if not answered:
+        assert got == ["a", "b"]
+        assert seen == []
+    elif mode.is_stream:
         assert got == ["x", "y"]
         assert seen == [("replaying", "x", span.context.span_id, []), ("replaying", "y", span.context.span_id, ["x"])]
     else:
-        assert got == ["a", "b"]
-        assert seen == []
+        assert got == ["x", "y"]
+        assert seen == [("replaying", ["x", "y"], span.context.span_id, [])]
 
 
-@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
-def test_a_failing_replay_fails_the_stream_where_it_failed(mode: Mode, register: Register) -> None:
+@pytest.mark.parametrize("mode", list(Mode), ids=[m.value for m in Mode])
+def test_a_failing_replay_fails_the_call_where_it_failed(mode: Mode, register: Register,
+                                                         agentaccel_spans: Any) -> None:
     outer = Recorder("outer")
     register(MiddlewarePlugin(outer, ShortCircuit(["x", "y", "z"])), "replaying")
-    agentaccel.enable(tracing={"export": "none"})
+    agentaccel_spans.enable()
 
-    def replay(call: agentaccel.Call, chunk: Any) -> None:
-        if chunk == "y":
-            raise ValueError("replay refused y")
+    def replay(call: agentaccel.Call, value: Any) -> Any:
+        if value == "y" or isinstance(value, list):
+            raise ValueError("replay refused")
+        return None
 
     target = agentaccel.Target(framework="test", operation="chat", name="replaying", mode=mode, replay=replay)
     original = accelerated(mode, lambda: ["a"]).__wrapped__  # type: ignore[attr-defined]
     received: list[Any] = []
 
-    with pytest.raises(ValueError, match="replay refused y"):
+    with pytest.raises(ValueError, match="replay refused"):
         consume(mode, functools.partial(interceptor(target), original, None, (), {}), received)
 
-    assert received == ["x"]
+    assert received == (["x"] if mode.is_stream else [])
     assert isinstance(outer.outcomes[0].error, ValueError)
     assert outer.outcomes[0].served
+    span = agentaccel_spans.span("chat replaying")
+    assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "ValueError"
 
 
 # --- ordering ----------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ call answered with callbacks attached fills the cache for the same call without 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 from typing import Any
 
 from agentaccel import CodecError
@@ -63,6 +62,19 @@ def _plain_fields(cls: Any) -> tuple[str, ...] | None:
     return tuple(fields)
 
 
+def _assemble(cls: Any, fields: dict[str, Any], fields_set: set[str]) -> Any:
+    """``cls`` with ``fields`` as its instance dict, as ``model_construct`` lays an instance out, when ``fields``
+    holds exactly the class's fields in order (see :func:`_plain_fields`); None otherwise."""
+    if tuple(fields) != _plain_fields(cls):
+        return None
+    instance = cls.__new__(cls)
+    _set(instance, "__dict__", fields)
+    _set(instance, "__pydantic_fields_set__", fields_set)
+    _set(instance, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+    _set(instance, "__pydantic_private__", None)
+    return instance
+
+
 def rebuild_message(data: Any) -> Any:
     """The message again from data ``encode_message`` made (or ``decode_message`` accepted), skipping the
     validators, which cost half of an in-process hit. ``encode_message`` writes every field in order, and for
@@ -73,14 +85,8 @@ def rebuild_message(data: Any) -> Any:
     if cls is None:
         return decode_message(data)
     fields = data["data"]
-    if tuple(fields) == _plain_fields(cls):
-        message = cls.__new__(cls)
-        _set(message, "__dict__", fields)
-        _set(message, "__pydantic_fields_set__", set(fields))
-        _set(message, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
-        _set(message, "__pydantic_private__", None)
-        return message
-    return cls.model_construct(**fields)
+    message = _assemble(cls, fields, set(fields))
+    return message if message is not None else cls.model_construct(**fields)
 
 
 @functools.cache
@@ -91,39 +97,58 @@ def _outputs() -> Any:
 
 
 def _cost_free(message: Any) -> Any:
-    """A message a hit returns says it cost nothing, as LangChain's own cache says it (``usage_metadata``'s
-    ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. The usage dict is the hit's own."""
-    usage = message.__dict__.get("usage_metadata")  # a ToolMessage has none
+    """An AI message a hit returns says it cost nothing, as LangChain's own cache says it (``usage_metadata``'s
+    ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. A whole message without usage
+    gets ``{"total_cost": 0}``, as there too; a stream's chunk does not, as chunks add their usage up and a
+    usage without token counts does not add. The usage dict is the hit's own."""
+    fields = message.__dict__
+    usage = fields.get("usage_metadata")  # a ToolMessage has no such field
     if usage is not None:
         usage["total_cost"] = 0
+    elif fields.get("type") == "ai":  # a whole AIMessage (a chunk's type is "AIMessageChunk")
+        fields["usage_metadata"] = {"total_cost": 0}
     return message
 
 
-def _decoded_hit(data: Any) -> Any:
-    return _cost_free(decode_message(data))
+def _hit_message(data: Any, trusted: bool) -> Any:
+    return _cost_free(rebuild_message(data) if trusted else decode_message(data))
 
 
-def _rebuilt_hit(data: Any) -> Any:
-    return _cost_free(rebuild_message(data))
+def _generation(generation: Any) -> dict[str, Any]:
+    # The text too: the generation's validator derives it from the message (by rules that change between
+    # LangChain versions), and with it stored a hit can assemble the generation without running the validator.
+    return {"message": encode_message(generation.message), "generation_info": generation.generation_info,
+            "text": generation.text}
 
 
-def _generation(message: Any, info: Any) -> dict[str, Any]:
-    return {"message": encode_message(message), "generation_info": info}
+def _make_generation(cls: Any, data: Any, trusted: bool) -> Any:
+    """``cls`` (ChatGeneration or ChatGenerationChunk) from stored data. Trusted data (made by this codec, or
+    decoded once) with its text is assembled, as validation would give it at a fifth of the cost (a test holds
+    the two equal); anything else is validated."""
+    message = _hit_message(data["message"], trusted)
+    info = data.get("generation_info")
+    text = data.get("text")
+    if trusted and isinstance(text, str):
+        fields = {"text": text, "generation_info": info, "type": cls.__pydantic_fields__["type"].default,
+                  "message": message}
+        generation = _assemble(cls, fields, {"message", "generation_info", "text"})
+        if generation is not None:
+            return generation
+    return cls(message=message, generation_info=info)
 
 
 class _MessageCodec:
-    """A codec whose results hold messages: ``decode`` validates stored messages (they may come from Redis),
-    ``rebuild`` skips that for data this codec made or has decoded once; either way a message read back is a
-    hit's, so it is marked cost-free here, once for every codec. ``_build`` says how a result is made from its
-    data with either way of reading a message."""
+    """A codec whose results hold messages: ``decode`` validates stored data (it may come from Redis),
+    ``rebuild`` skips that for data this codec made or has decoded once (``trusted``); either way a message read
+    back is a hit's, so it is marked cost-free (:func:`_hit_message`), once for every codec."""
 
     def decode(self, data: Any) -> Any:
-        return self._build(data, _decoded_hit)
+        return self._build(data, False)
 
     def rebuild(self, data: Any) -> Any:
-        return self._build(data, _rebuilt_hit)
+        return self._build(data, True)
 
-    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
+    def _build(self, data: Any, trusted: bool) -> Any:
         raise NotImplementedError
 
 
@@ -132,34 +157,37 @@ class ChatResultCodec(_MessageCodec):
     ``llm_output``: that is where handlers such as the OpenAI cost callback count a call's tokens."""
 
     def encode(self, value: Any) -> Any:
-        return {"generations": [_generation(g.message, g.generation_info) for g in value.generations]}
+        return {"generations": [_generation(g) for g in value.generations]}
 
-    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
+    def _build(self, data: Any, trusted: bool) -> Any:
         outputs = _outputs()
-        return outputs.ChatResult(generations=[
-            outputs.ChatGeneration(message=message(g["message"]), generation_info=g.get("generation_info"))
-            for g in data["generations"]])
+        generations = [_make_generation(outputs.ChatGeneration, g, trusted) for g in data["generations"]]
+        if trusted:
+            result = _assemble(outputs.ChatResult, {"generations": generations, "llm_output": None},
+                               {"generations"})
+            if result is not None:
+                return result
+        return outputs.ChatResult(generations=generations)
 
 
 class MessageCodec(_MessageCodec):
     """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape."""
 
     def encode(self, value: Any) -> Any:
-        return {"generations": [_generation(value, None)]}
+        return {"generations": [_generation(_outputs().ChatGeneration(message=value))]}
 
-    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return message(data["generations"][0]["message"])
+    def _build(self, data: Any, trusted: bool) -> Any:
+        return _hit_message(data["generations"][0]["message"], trusted)
 
 
 class ChatChunkCodec(_MessageCodec):
     """One ``ChatGenerationChunk`` of ``_stream``/``_astream``."""
 
     def encode(self, value: Any) -> Any:
-        return _generation(value.message, value.generation_info)
+        return _generation(value)
 
-    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return _outputs().ChatGenerationChunk(message=message(data["message"]),
-                                              generation_info=data.get("generation_info"))
+    def _build(self, data: Any, trusted: bool) -> Any:
+        return _make_generation(_outputs().ChatGenerationChunk, data, trusted)
 
 
 class LLMResultCodec:
@@ -202,8 +230,8 @@ class ToolResultCodec(_MessageCodec):
             return {"message": encode_message(value)}
         return {"value": value}
 
-    def _build(self, data: Any, message: Callable[[Any], Any]) -> Any:
-        return message(data["message"]) if "message" in data else data["value"]
+    def _build(self, data: Any, trusted: bool) -> Any:
+        return _hit_message(data["message"], trusted) if "message" in data else data["value"]
 
 
 CHAT_RESULT = ChatResultCodec()

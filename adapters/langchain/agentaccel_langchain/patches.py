@@ -4,9 +4,10 @@ around what agentaccel answers:
 
 - chat models: ``BaseChatModel._generate_with_cache``/``_agenerate_with_cache`` — the layer where LangChain
   consults its own cache, inside the callback run, so ``on_chat_model_start``/``on_llm_end`` fire on a hit as
-  on a miss; it serves invoke, batch, generate and their async forms. When no callback handler is configured,
-  ``invoke``/``ainvoke`` themselves are intercepted (``select``), so a hit skips LangChain's run bookkeeping
-  that nobody observes. Streams: every subclass's ``_stream``/``_astream`` (``overrides``), so a replay goes
+  on a miss; it serves invoke, batch, generate and their async forms (a call with a v2 streaming handler gets a
+  target whose hits replay the v2 events LangChain's own cache replays there). When no callback handler is
+  configured, ``invoke``/``ainvoke`` themselves are intercepted (``select``), so a hit skips LangChain's run
+  bookkeeping that nobody observes. Streams: every subclass's ``_stream``/``_astream`` (``overrides``), so a replay goes
   through ``stream()``'s token callbacks as chunks.
 - text-completion models: every subclass's ``_generate``/``_agenerate`` (``overrides``), which
   ``_generate_helper`` calls inside the callback run, so ``on_llm_end`` fires on a hit as on a miss; streams at
@@ -81,15 +82,41 @@ def _node_identity(call: Call) -> tuple[str, str | None]:
     return str(getattr(task, "name", None) or "node"), None
 
 
-def _chat(name: str, mode: Mode, model_codec: Any, request: Callable[[Call], Any]) -> Target:
+def _chat(name: str, mode: Mode, model_codec: Any, request: Callable[[Call], Any],
+          replay: Callable[[Call, Any], Any] | None = None) -> Target:
     return Target(framework=FRAMEWORK, operation=CHAT, name=name, mode=mode, codec=model_codec, request=request,
-                  identify=_model_identity, describe=describe.chat)
+                  identify=_model_identity, describe=describe.chat, replay=replay)
+
+
+#: What ``_generate_with_cache(messages, stop=None, run_manager=None, **kwargs)`` takes besides the model's kwargs.
+_GENERATE_ARGUMENTS = frozenset({"messages", "stop", "run_manager"})
+
+
+def _run_manager(call_args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    return call_args[2] if len(call_args) > 2 else kwargs.get("run_manager")
+
+
+def _stream_events(method: str, call: Call, result: Any) -> Any:
+    """A hit's v2 stream events. LangChain's own cache replays a hit's messages as ``on_stream_event`` events
+    where agentaccel answers instead (``_generate_with_cache``), for the handlers that ask for them (LangGraph's
+    v2 message streaming): the model's own replay method does the same for an agentaccel hit. The async method
+    returns a coroutine."""
+    replay = getattr(call.instance, method)
+    return replay(result.generations, run_manager=_run_manager(call.args, call.kwargs),
+                  **{k: v for k, v in call.kwargs.items() if k not in _GENERATE_ARGUMENTS})
 
 
 CHAT_INVOKE = _chat("invoke", Mode.SYNC, codec.MESSAGE, requests.chat_invoke)
 CHAT_AINVOKE = _chat("ainvoke", Mode.ASYNC, codec.MESSAGE, requests.chat_invoke)
 CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate)
 CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate)
+#: The same, for calls with a v2 streaming handler: their hits replay its events (a replay starts the span
+#: before the answer returns, which the calls without such a handler need not pay for).
+REPLAY_EVENTS, AREPLAY_EVENTS = "_replay_v2_events_for_cache_hit", "_areplay_v2_events_for_cache_hit"
+CHAT_GENERATE_EVENTS = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate,
+                             functools.partial(_stream_events, REPLAY_EVENTS))
+CHAT_AGENERATE_EVENTS = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate,
+                              functools.partial(_stream_events, AREPLAY_EVENTS))
 CHAT_STREAM = _chat("stream", Mode.SYNC_STREAM, codec.CHAT_CHUNK, requests.chat_generate)
 CHAT_ASTREAM = _chat("astream", Mode.ASYNC_STREAM, codec.CHAT_CHUNK, requests.chat_generate)
 
@@ -197,6 +224,26 @@ def _select_invoke(target: Target, instance: Any, args: tuple[Any, ...], kwargs:
     return target if _no_observers(instance, config) else None
 
 
+@functools.cache
+def _v2_handler() -> type | None:
+    try:  # LangChain's marker for handlers that take v2 stream events; a LangChain without it has none
+        from langchain_core.tracers._streaming import _V2StreamingCallbackHandler
+    except ImportError:
+        return None
+    return _V2StreamingCallbackHandler
+
+
+def _select_generate(plain: Target, events: Target, method: str, instance: Any, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Target:
+    """``events`` when a v2 streaming handler is attached and the model can replay a hit's events (``method``);
+    ``plain`` otherwise."""
+    marker = _v2_handler()
+    run_manager = _run_manager(args, kwargs)
+    if marker is None or run_manager is None or not hasattr(instance, method):
+        return plain
+    return events if any(isinstance(handler, marker) for handler in run_manager.handlers) else plain
+
+
 #: Graphs built by the agent factories (weakly held: a graph that is dropped leaves nothing behind).
 _agents: weakref.WeakSet[Any] = weakref.WeakSet()
 
@@ -217,8 +264,11 @@ def patches() -> Iterable[Patch]:
     chat = "BaseChatModel"
     for name, invoke in (("invoke", CHAT_INVOKE), ("ainvoke", CHAT_AINVOKE)):
         yield Patch(CHAT_MODELS, f"{chat}.{name}", target=invoke, select=functools.partial(_select_invoke, invoke))
-    yield Patch(CHAT_MODELS, f"{chat}._generate_with_cache", target=CHAT_GENERATE)
-    yield Patch(CHAT_MODELS, f"{chat}._agenerate_with_cache", target=CHAT_AGENERATE)
+    for name, plain, events, method in (
+            ("_generate_with_cache", CHAT_GENERATE, CHAT_GENERATE_EVENTS, REPLAY_EVENTS),
+            ("_agenerate_with_cache", CHAT_AGENERATE, CHAT_AGENERATE_EVENTS, AREPLAY_EVENTS)):
+        yield Patch(CHAT_MODELS, f"{chat}.{name}", target=plain,
+                    select=functools.partial(_select_generate, plain, events, method))
     yield Patch(CHAT_MODELS, f"{chat}._stream", target=CHAT_STREAM, overrides=True)
     yield Patch(CHAT_MODELS, f"{chat}._astream", target=CHAT_ASTREAM, overrides=True)
     # Below _generate_helper, which fires on_llm_end: a hit must reach it as a miss does.

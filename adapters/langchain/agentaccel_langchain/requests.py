@@ -38,8 +38,35 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_CONTAINERS = frozenset({dict, list})
+
+
+@functools.cache
+def _dumps_as_is(cls: type) -> bool:
+    """Whether ``model_dump`` gives the field values of a ``cls`` instance as they are when they are scalars or
+    empty: no computed fields and no serializers (a subclass of a message may add either)."""
+    decorators = getattr(cls, "__pydantic_decorators__", None)
+    return (decorators is not None and not getattr(cls, "__pydantic_computed_fields__", None)
+            and not decorators.field_serializers and not decorators.model_serializers)
+
+
+def _fields(message: Any) -> dict[str, Any]:
+    """``message.model_dump()``; for a message whose fields hold only scalars and empty containers (a system or
+    user message's text) that is a copy of its fields, at a third of the cost."""
+    if _dumps_as_is(message.__class__) and not message.__pydantic_extra__:
+        fields = message.__dict__
+        for value in fields.values():
+            kind = type(value)
+            if kind not in _SCALARS and (kind not in _CONTAINERS or value):
+                break
+        else:
+            return dict(fields)
+    return message.model_dump()  # type: ignore[no-any-return]
+
+
 def _message(message: Any) -> Any:
-    data = message.model_dump()
+    data = _fields(message)
     data.pop("id", None)
     # An answer's token counts (and the total_cost = 0 a cache hit marks them with) are never sent back to the
     # provider: a conversation must key the same whether its earlier answers were fresh, cached or reloaded.

@@ -4,8 +4,10 @@ answers as the same LangChain types, and callbacks identical on a hit and a miss
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
+import pytest
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage, SystemMessage
 
@@ -184,3 +186,105 @@ def test_a_rebuilt_message_is_the_instance_pydantic_would_construct() -> None:
     # Data without every field (written by another LangChain version) goes through model_construct's defaults.
     partial = {"type": "ai", "data": {"content": "hi", "tool_calls": []}}
     assert rebuild_message(partial) == AIMessage("hi")
+
+
+def test_a_rebuilt_chat_result_is_the_result_validation_gives() -> None:
+    # A hit below invoke assembles its ChatGeneration(Chunk)s and ChatResult from trusted data with the text the
+    # generation's validator derived when the entry was stored; it must equal what validating the same data gives.
+    from agentaccel_langchain.codec import CHAT_CHUNK, CHAT_RESULT, MESSAGE
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+
+    # Text in legacy content blocks: the validator joins them, so the stored text is not the message's content.
+    blocks = AIMessage([{"text": "one "}, "two", {"type": "text", "text": "three"}])
+    result = ChatResult(generations=[ChatGeneration(message=tool_answer(), generation_info={"finish": "stop"}),
+                                     ChatGeneration(message=blocks)])
+    data = CHAT_RESULT.encode(result)
+    rebuilt, validated = CHAT_RESULT.rebuild(copy.deepcopy(data)), CHAT_RESULT.decode(copy.deepcopy(data))
+    assert type(rebuilt) is ChatResult and rebuilt == validated
+    assert [g.text for g in rebuilt.generations] == ["", "one twothree"] == [g.text for g in result.generations]
+    for fast, slow in zip(rebuilt.generations, validated.generations, strict=True):
+        assert type(fast) is ChatGeneration
+        assert list(vars(fast).items()) == list(vars(slow).items())
+        assert fast.model_fields_set == slow.model_fields_set
+    assert rebuilt.model_fields_set == validated.model_fields_set and rebuilt.llm_output is None
+    chunk = ChatGenerationChunk(message=AIMessageChunk("par"), generation_info={"i": 0})
+    fast_chunk, slow_chunk = CHAT_CHUNK.rebuild(CHAT_CHUNK.encode(chunk)), CHAT_CHUNK.decode(CHAT_CHUNK.encode(chunk))
+    assert type(fast_chunk) is ChatGenerationChunk and fast_chunk == slow_chunk and fast_chunk.text == "par"
+    assert fast_chunk.type == "ChatGenerationChunk"
+    # invoke stores the same shape, text included, so either path's entry serves the other assembled.
+    assert MESSAGE.encode(blocks) == CHAT_RESULT.encode(ChatResult(generations=[ChatGeneration(message=blocks)]))
+    # An entry stored without the text (an earlier agentaccel) is validated, and still the same result.
+    for generation in data["generations"]:
+        del generation["text"]
+    assert CHAT_RESULT.rebuild(data) == validated
+    assert validated.generations[1].message.usage_metadata == {"total_cost": 0}  # as LangChain's own hit marks it
+
+
+def test_a_message_is_keyed_by_exactly_what_model_dump_gives() -> None:
+    # The request reads a message's fields directly when they are all scalars or empty, rather than paying for
+    # model_dump: for every kind of message, extra fields and subclasses with computed fields or serializers
+    # included, what it reads must be what model_dump gives, or two different conversations could share a key.
+    import pydantic
+    from agentaccel_langchain.requests import _fields
+    from langchain_core.messages import ToolMessage
+
+    class Shouting(HumanMessage):
+        @pydantic.field_serializer("content")
+        def _loud(self, content: Any) -> Any:
+            return str(content).upper()
+
+    class Counted(HumanMessage):
+        @pydantic.computed_field  # type: ignore[prop-decorator]
+        @property
+        def length(self) -> int:
+            return len(str(self.content))
+
+    messages = [SystemMessage("be brief"), HumanMessage("hi", name="ann"), HumanMessage("hi", lang="en"),
+                tool_answer(), AIMessage([{"type": "text", "text": "a"}]), ToolMessage("42", tool_call_id="c1"),
+                Shouting("hi"), Counted("hi")]
+    for message in messages:
+        assert _fields(message) == message.model_dump(), type(message).__name__
+    assert _fields(HumanMessage("hi", lang="en")) != _fields(HumanMessage("hi"))
+    assert _fields(Shouting("hi"))["content"] == "HI" and _fields(Counted("hi"))["length"] == 2
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+def test_a_hit_replays_v2_stream_events_as_langchains_own_cache_does(asynchronous: bool,
+                                                                      agentaccel_spans: SpanRecorder) -> None:
+    # LangChain's v2 message streaming (LangGraph's StreamMessagesHandlerV2) hears a model call as on_stream_event
+    # events; LangChain's own cache replays a hit's message as such events, and so must an agentaccel hit.
+    from langchain_core.caches import InMemoryCache
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.tracers._streaming import _V2StreamingCallbackHandler
+
+    class Events(BaseCallbackHandler, _V2StreamingCallbackHandler):
+        def __init__(self) -> None:
+            self.events: list[Any] = []
+
+        def on_stream_event(self, event: Any, **kwargs: Any) -> None:
+            self.events.append(event)
+
+    def without_run_ids(value: Any) -> Any:  # message ids are made from each run's id
+        if isinstance(value, dict):
+            return {k: without_run_ids(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [without_run_ids(v) for v in value]
+        return "<run id>" if isinstance(value, str) and value.startswith("lc_run-") else value
+
+    model = fake("the answer is 42", "never served")
+    model.cache = InMemoryCache()  # the model's own cache, below agentaccel's
+
+    def heard() -> list[Any]:
+        handler = Events()
+        config: Any = {"callbacks": [handler]}
+        message = asyncio.run(model.ainvoke("q", config=config)) if asynchronous else model.invoke("q", config=config)
+        assert message.text == "the answer is 42"
+        return without_run_ids(handler.events)
+
+    miss = heard()
+    ours = heard()
+    with agentaccel.options(cache=False):  # agentaccel's cache off: LangChain's own cache answers
+        langchains = heard()
+    assert results(agentaccel_spans.spans()) == ["miss", "hit", "bypass"]
+    assert miss and ours == langchains
+    assert ours[0]["event"] == "message-start"
