@@ -97,16 +97,13 @@ def _outputs() -> Any:
 
 
 def _cost_free(message: Any) -> Any:
-    """An AI message a hit returns says it cost nothing, as LangChain's own cache says it (``usage_metadata``'s
-    ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. A whole message without usage
-    gets ``{"total_cost": 0}``, as there too; a stream's chunk does not, as chunks add their usage up and a
-    usage without token counts does not add. The usage dict is the hit's own."""
-    fields = message.__dict__
-    usage = fields.get("usage_metadata")  # a ToolMessage has no such field
+    """A message a hit returns says it cost nothing, as LangChain's own cache says it (``usage_metadata``'s
+    ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. The usage dict is the hit's own.
+    A message without usage keeps none: LangChain's cache gives it ``{"total_cost": 0}``, a usage without token
+    counts, on which LangGraph's v3 event streaming fails to assemble the message (and chunks fail to add)."""
+    usage = message.__dict__.get("usage_metadata")  # a ToolMessage has none
     if usage is not None:
         usage["total_cost"] = 0
-    elif fields.get("type") == "ai":  # a whole AIMessage (a chunk's type is "AIMessageChunk")
-        fields["usage_metadata"] = {"total_cost": 0}
     return message
 
 

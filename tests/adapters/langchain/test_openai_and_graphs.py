@@ -221,6 +221,36 @@ def test_graph_stream_mode_messages_yields_the_message_on_a_hit(agentaccel_spans
     assert any(s.name == "invoke_agent react" for s in agentaccel_spans.spans())
 
 
+@pytest.mark.filterwarnings("ignore:The v3 streaming protocol")
+def test_graph_v3_event_stream_assembles_the_message_on_a_hit(agentaccel_spans: SpanRecorder,
+                                                               mock_llm: MockLLM) -> None:
+    # LangGraph's v3 event stream hears a model call through LangChain's v2 stream events: on a hit they are
+    # replayed (where LangChain's own cache hit of a usage-less answer fails to assemble), and the graph's state
+    # gets the same message.
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    model = chat_model(mock_llm)
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_edge(START, "llm")
+    builder.add_edge("llm", END)
+    graph = builder.compile()
+
+    def streamed() -> tuple[list[str], str, str]:
+        events = list(graph.stream_events({"messages": [HumanMessage("just chat")]}, version="v3"))
+        heard = [e["params"]["data"][0] for e in events if e.get("method") == "messages"]
+        text = "".join(d["delta"]["text"] for d in heard
+                       if d["event"] == "content-block-delta" and d["delta"]["type"] == "text-delta")
+        state = [e["params"]["data"] for e in events if e.get("method") == "values"][-1]
+        return [heard[0]["event"], heard[-1]["event"]], text, state["messages"][-1].text
+
+    miss, hit = streamed(), streamed()
+    assert miss[1]
+    assert hit == miss == (["message-start", "message-finish"], miss[1], miss[1])
+    assert [s.attributes.get("agentaccel.cache.result") for s in agentaccel_spans.spans()
+            if s.name.startswith("chat ")] == ["miss", "hit"]
+
+
 def test_uninstrument_restores_every_patched_attribute(agentaccel_spans: SpanRecorder) -> None:
     from langchain_core.embeddings import FakeEmbeddings
     from langchain_core.language_models.chat_models import BaseChatModel
