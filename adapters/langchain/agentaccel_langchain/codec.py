@@ -121,7 +121,8 @@ def _generation(generation: Any) -> dict[str, Any]:
 def _make_generation(cls: Any, data: Any, trusted: bool) -> Any:
     """``cls`` (ChatGeneration or ChatGenerationChunk) from stored data. Trusted data (made by this codec, or
     decoded once) with its text is assembled, as validation would give it at a fifth of the cost (a test holds
-    the two equal); anything else is validated."""
+    the two equal); anything else is validated, and a stored text that is not the one validation derives makes
+    the data invalid, so that data which decoded once can be trusted to assemble right."""
     message = _hit_message(data["message"], trusted)
     info = data.get("generation_info")
     text = data.get("text")
@@ -131,7 +132,10 @@ def _make_generation(cls: Any, data: Any, trusted: bool) -> Any:
         generation = _assemble(cls, fields, {"message", "generation_info", "text"})
         if generation is not None:
             return generation
-    return cls(message=message, generation_info=info)
+    generation = cls(message=message, generation_info=info)
+    if not trusted and text is not None and text != generation.text:
+        raise CodecError("stored generation text does not match its message")
+    return generation
 
 
 class _MessageCodec:

@@ -194,6 +194,8 @@ def test_a_rebuilt_chat_result_is_the_result_validation_gives() -> None:
     from agentaccel_langchain.codec import CHAT_CHUNK, CHAT_RESULT, MESSAGE
     from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
+    from agentaccel import CodecError
+
     # Text in legacy content blocks: the validator joins them, so the stored text is not the message's content.
     blocks = AIMessage([{"text": "one "}, "two", {"type": "text", "text": "three"}])
     result = ChatResult(generations=[ChatGeneration(message=tool_answer(), generation_info={"finish": "stop"}),
@@ -213,6 +215,12 @@ def test_a_rebuilt_chat_result_is_the_result_validation_gives() -> None:
     assert fast_chunk.type == "ChatGenerationChunk"
     # invoke stores the same shape, text included, so either path's entry serves the other assembled.
     assert MESSAGE.encode(blocks) == CHAT_RESULT.encode(ChatResult(generations=[ChatGeneration(message=blocks)]))
+    # Stored data whose text is not its message's (planted in a shared store) does not decode, so it never
+    # reaches the level where data is trusted.
+    planted = copy.deepcopy(data)
+    planted["generations"][0]["text"] = "not what the message says"
+    with pytest.raises(CodecError, match="text does not match"):
+        CHAT_RESULT.decode(planted)
     # An entry stored without the text (an earlier agentaccel) is validated, and still the same result.
     for generation in data["generations"]:
         del generation["text"]
