@@ -129,8 +129,9 @@ class Tracing(Middleware):
 
     def chained(self, target: Target, inner: tuple[Middleware, ...]) -> None:
         # When a middleware runs inside this one it may answer the call (a cache hit): the span then starts only
-        # when the original is about to run, or at the end with everything known. The SDK checks the attributes
-        # of each call to it in a pass of its own, and that second pass is a tenth of an L1 hit.
+        # when the original (or a replay of the answer) is about to run, or at the end with everything known. The
+        # SDK checks the attributes of each call to it in a pass of its own, and that second pass is a tenth of an
+        # L1 hit.
         self._static[target].defer = bool(inner)
 
     def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
