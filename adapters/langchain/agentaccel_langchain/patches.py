@@ -93,6 +93,8 @@ _GENERATE_ARGUMENTS = frozenset({"messages", "stop", "run_manager"})
 
 
 def _run_manager(call_args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """The run manager of ``_generate_with_cache``, ``BaseLLM._generate`` and ``_stream``: third, after the
+    messages (or prompts) and ``stop``."""
     return call_args[2] if len(call_args) > 2 else kwargs.get("run_manager")
 
 
@@ -135,7 +137,7 @@ def _llm_token(call: Call, chunk: Any) -> Any:
     ``_stream`` (``run_manager.on_llm_new_token(chunk.text, chunk=chunk)``), which a replay does not run: without
     this a handler would see a hit's run start and end but none of its tokens. (Chat models fire tokens in
     ``stream()`` itself, so their replays need nothing.) The async run manager returns a coroutine to await."""
-    run_manager = call.args[2] if len(call.args) > 2 else call.kwargs.get("run_manager")
+    run_manager = _run_manager(call.args, call.kwargs)
     if run_manager is None:
         return None
     return run_manager.on_llm_new_token(chunk.text, chunk=chunk)
@@ -239,9 +241,9 @@ def _select_generate(plain: Target, events: Target, method: str, instance: Any, 
     ``plain`` otherwise."""
     marker = _v2_handler()
     run_manager = _run_manager(args, kwargs)
-    if marker is None or run_manager is None or not hasattr(instance, method):
+    if marker is None or run_manager is None or not any(isinstance(h, marker) for h in run_manager.handlers):
         return plain
-    return events if any(isinstance(handler, marker) for handler in run_manager.handlers) else plain
+    return events if hasattr(instance, method) else plain
 
 
 #: Graphs built by the agent factories (weakly held: a graph that is dropped leaves nothing behind).
