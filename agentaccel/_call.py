@@ -140,11 +140,11 @@ class Call:
         self.scope: Mapping[str, str] = _SCOPE.get()
         self.options: Mapping[str, Any] = _OPTIONS.get()
         self.attributes: dict[str, Any] = {}
-        #: The OpenTelemetry context the original callable (and each step of a stream) runs in, or a function
-        #: of no arguments that makes it, called once just before the original runs or a replay starts: the
-        #: tracing middleware sets its span's here so that calls made inside are its children, and when a
-        #: middleware inside it may answer the call, sets a function, so that an answered call's span starts
-        #: only at its end.
+        #: The OpenTelemetry context the original callable (and each step of a stream) and the middleware's Io
+        #: effects run in, or a function of no arguments that makes it, called once just before the first of
+        #: them (the original, a replay or an effect) runs: the tracing middleware sets its span's here so that
+        #: calls made inside are its children, and when a middleware inside it may answer the call, sets a
+        #: function, so that an answered call's span starts only at its end.
         self.context: Any = None
         #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
         self.collect = False

@@ -250,8 +250,7 @@ def _enter(call: Call, context: Context | None) -> tuple[Token[Call | None], obj
 
 
 def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
-    if tokens[1] is not None:
-        otel_context.detach(tokens[1])  # type: ignore[arg-type]
+    _detach(tokens[1])
     _ACTIVE.reset(tokens[0])
 
 
@@ -263,7 +262,7 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
     effect = next(plan)
     while True:
         if type(effect) is Io:
-            effect = plan.send(_run_io(effect))
+            effect = plan.send(_run_io(effect, call))
         elif type(effect) is _Invoke:
             # _context/_enter/_exit inlined: this is the path every sync call takes
             context = call.context
@@ -300,7 +299,7 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
     effect = next(plan)
     while True:
         if type(effect) is Io:
-            effect = plan.send(await _arun_io(effect))
+            effect = plan.send(await _arun_io(effect, call))
         elif type(effect) is _Invoke or type(effect) is Return:  # the original, or an answer to replay
             served = type(effect) is Return
             tokens = _enter(call, _context(call))
@@ -323,7 +322,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
     effect = next(plan)
     while True:
         if type(effect) is Io:
-            effect = plan.send(_run_io(effect))
+            effect = plan.send(_run_io(effect, call))
         elif type(effect) is _Invoke or type(effect) is Return:
             context = _context(call)
             chunks = effect.value if type(effect) is Return else None
@@ -366,7 +365,7 @@ async def run_async_stream(
     effect = next(plan)
     while True:
         if type(effect) is Io:
-            effect = plan.send(await _arun_io(effect))
+            effect = plan.send(await _arun_io(effect, call))
         elif type(effect) is _Invoke or type(effect) is Return:
             context = _context(call)
             chunks = effect.value if type(effect) is Return else None
@@ -404,18 +403,40 @@ async def run_async_stream(
             return
 
 
-def _run_io(effect: Io) -> tuple[Any, BaseException | None]:
+# An effect is work done for the call (a Redis round trip, a wait for a slot), so it runs in the call's context:
+# the spans an instrumented client records for it are children of the call's span, and the call's span starts
+# when such work begins if it was waiting to start (see Call.context). Not as the active call, though: a model
+# call an effect makes (a guard asking a model) is a call of its own, not part of this one.
+
+
+def _run_io(effect: Io, call: Call) -> tuple[Any, BaseException | None]:
+    token = _attach(call)
     try:
         return effect.run(), None
     except BaseException as exc:
         return None, exc
+    finally:
+        _detach(token)
 
 
-async def _arun_io(effect: Io) -> tuple[Any, BaseException | None]:
+async def _arun_io(effect: Io, call: Call) -> tuple[Any, BaseException | None]:
+    token = _attach(call)
     try:
         return await effect.arun(), None
     except BaseException as exc:
         return None, exc
+    finally:
+        _detach(token)
+
+
+def _attach(call: Call) -> object | None:
+    context = _context(call)
+    return otel_context.attach(context) if context is not None else None
+
+
+def _detach(token: object | None) -> None:
+    if token is not None:
+        otel_context.detach(token)  # type: ignore[arg-type]
 
 
 async def _areplayed(call: Call, value: Any) -> Any:

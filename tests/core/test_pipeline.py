@@ -575,6 +575,64 @@ def test_an_exception_mid_stream_ends_the_span_with_an_error(
     assert outer.outcomes[0].error is error
 
 
+# --- the context effects run in ---------------------------------------------------------------------------------
+
+
+class Witness(Middleware):
+    """Inside tracing: an Io before deciding and one after the outcome, each noting the span current while it
+    runs; the first also makes a model call of its own (``guard``), as a middleware asking a model would."""
+
+    name = "witness"
+    after = ("tracing",)
+
+    def __init__(self, guard: Callable[[], Any]) -> None:
+        self.guard = guard
+        self.seen: list[tuple[str, int]] = []
+
+    def _io(self, label: str) -> Io:
+        def run() -> None:
+            self.seen.append((label, trace.get_current_span().get_span_context().span_id))
+            if label == "before":
+                self.guard()
+
+        async def arun() -> None:
+            await asyncio.sleep(0)
+            run()
+
+        return Io(run, arun)
+
+    def flow(self, call: agentaccel.Call) -> Iterator[Any]:
+        if call.name == "guard":
+            yield PROCEED
+            return
+        yield self._io("before")
+        yield PROCEED
+        yield self._io("after")
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+@pytest.mark.parametrize("answered", [True, False], ids=["answered", "ran"])
+def test_effects_run_in_the_calls_span_and_a_model_call_they_make_is_its_own(
+        mode: Mode, answered: bool, agentaccel_spans: Any, register: Register) -> None:
+    # What a middleware does for a call (a Redis round trip, a wait for a slot) is part of the call: an
+    # instrumented client's span for it belongs under the call's span, also when a middleware inside answers
+    # the call and the span would otherwise start only at the end.
+    guard = agentaccel.wrap(lambda: "allowed", operation=agentaccel.CHAT, name="guard")
+    witness = Witness(guard)
+    register(MiddlewarePlugin(witness, *([ShortCircuit(["x"])] if answered else [])), "witnessing")
+    # (ShortCircuit answers the guard's call too: what matters is where its span is.)
+    agentaccel_spans.enable()
+
+    got = consume(mode, accelerated(mode, lambda: ["a"], operation=agentaccel.CHAT))
+
+    assert got == (["x"] if answered else ["a"])
+    call_span, guard_span = agentaccel_spans.span("chat fn"), agentaccel_spans.span("chat guard")
+    assert call_span.context is not None
+    assert witness.seen == [("before", call_span.context.span_id), ("after", call_span.context.span_id)]
+    # The guard's model call made inside this model call's effect is not folded into it: it has its own span.
+    assert guard_span.parent is not None and guard_span.parent.span_id == call_span.context.span_id
+
+
 # --- a replayed answer's effects -------------------------------------------------------------------------------------
 
 
