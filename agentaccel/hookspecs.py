@@ -61,8 +61,8 @@ def agentaccel_configure(config: Config) -> None:
 
 @hookspec
 def agentaccel_unconfigure(config: Config) -> None:
-    """Release what :func:`agentaccel_configure` acquired. Called by ``disable()`` in reverse order; exceptions are
-    logged and the others still run."""
+    """Release what :func:`agentaccel_configure` acquired; called only for plugins whose ``agentaccel_configure``
+    ran. Called by ``disable()`` in reverse order; exceptions are logged and the others still run."""
 
 
 # --- the pipeline ---------------------------------------------------------------------------------------------------
