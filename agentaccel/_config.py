@@ -15,7 +15,7 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -32,6 +32,8 @@ class Option:
     name: str
     type: Any
     help: str
+    #: Raises ValueError saying what is wrong with a value of the right type (a negative number of seconds).
+    check: Callable[[Any], None] | None = None
 
 
 class ConfigSpec:
@@ -49,11 +51,12 @@ class ConfigSpec:
             raise ConfigError(f"config section {name!r} is declared by two plugins")
         self.sections[name] = schema
 
-    def add_option(self, name: str, type: Any, help: str) -> None:
-        """Declare a per-call option accepted by ``agentaccel.options(name=...)``."""
+    def add_option(self, name: str, type: Any, help: str, check: Callable[[Any], None] | None = None) -> None:
+        """Declare a per-call option accepted by ``agentaccel.options(name=...)``; ``check(value)``, when given,
+        raises ValueError for a value of the right type that cannot work."""
         if name in self.options:
             raise ConfigError(f"per-call option {name!r} is declared by two plugins; prefix it with the plugin's name")
-        self.options[name] = Option(name, type, help)
+        self.options[name] = Option(name, type, help, check)
 
     def check_options(self, options: Mapping[str, Any]) -> None:
         for key, value in options.items():
@@ -61,7 +64,12 @@ class ConfigSpec:
             if option is None:
                 raise ConfigError(f"agentaccel.options() got unknown option {key!r}{_closest(key, self.options)}; "
                                   f"known options: {', '.join(sorted(self.options)) or 'none'}")
-            _convert(value, option.type, f"options({key}=...)", from_text=False)
+            value = _convert(value, option.type, f"options({key}=...)", from_text=False)
+            if option.check is not None:
+                try:
+                    option.check(value)
+                except ValueError as exc:
+                    raise ConfigError(f"options({key}=...): {exc}") from None
 
 
 class Config:

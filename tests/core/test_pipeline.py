@@ -828,8 +828,13 @@ class OptionsPlugin:
 
     @agentaccel.hookimpl
     def agentaccel_add_config(self, spec: agentaccel.ConfigSpec) -> None:
-        spec.add_option("cache_ttl", int, "seconds to keep results of these calls")
+        spec.add_option("cache_ttl", int, "seconds to keep results of these calls", check=_positive)
         spec.add_option("cache", bool, "False bypasses the cache for these calls")
+
+
+def _positive(value: int) -> None:
+    if value <= 0:
+        raise ValueError(f"must be a positive number of seconds, got {value}")
 
 
 def test_options_reach_middleware_and_nested_options_merge(register: Register) -> None:
@@ -860,6 +865,11 @@ def test_an_unknown_option_while_enabled_names_the_closest_option(register: Regi
     with pytest.raises(ConfigError, match=r"options\(cache_ttl=\.\.\.\): expected an integer"), \
             agentaccel.options(cache_ttl="soon"):
         pass
+    # The right type, but a value the plugin's check refuses: its message, under the option's name.
+    with pytest.raises(ConfigError, match=r"^options\(cache_ttl=\.\.\.\): must be a positive number of seconds, "
+                                          r"got -1$"), agentaccel.options(cache_ttl=-1):
+        pass
+    assert dict(agentaccel.current_options()) == {}
 
 
 def test_options_are_not_checked_while_disabled() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
+from typing import Any
 from urllib.parse import urlsplit
 
 from agentaccel import ConfigError
@@ -55,33 +57,54 @@ _SCHEMES = ("redis", "rediss", "sqlite")
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-/]+")
 
 
+def seconds(value: Any) -> None:
+    """Raise ValueError unless ``value`` is a finite positive number of seconds (an infinite one cannot be stored
+    as an expiry, nor given to Redis or a socket as a timeout)."""
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"must be a positive, finite number of seconds, got {value!r}")
+
+
 def check(config: CacheConfig) -> None:
     """Raise ConfigError naming the key and the fix for a setting the types allow but that cannot work."""
     if config.backend:
-        parts = urlsplit(config.backend)
-        if parts.scheme not in _SCHEMES:
-            raise ConfigError(f"cache.backend: {redact(config.backend)!r} has scheme {parts.scheme or 'none'!r}; "
-                              "use redis://host:6379/0, rediss://host:6380/0 or sqlite:///path/to/cache.db, or "
-                              "leave it empty for the in-process cache only")
-        if parts.scheme == "sqlite" and not parts.path.strip("/"):
-            raise ConfigError(f"cache.backend: {config.backend!r} names no file; use sqlite:///path/to/cache.db "
-                              "(three slashes, then the path)")
+        _check_backend(config.backend)
     if not _NAMESPACE.fullmatch(config.namespace):
         raise ConfigError(f"cache.namespace: {config.namespace!r} must be non-empty letters, digits, '_', '-', '.' "
                           "or '/' (it prefixes Redis keys)")
     positive = {"ttl": config.ttl, "connect_timeout": config.connect_timeout, "timeout": config.timeout,
                 "breaker_reset": config.breaker_reset, "lease": config.lease}
     for key, value in positive.items():
-        if not value > 0:
-            raise ConfigError(f"cache.{key}: must be a positive number of seconds, got {value!r}")
+        try:
+            seconds(value)
+        except ValueError as exc:
+            raise ConfigError(f"cache.{key}: {exc}") from None
     if config.max_bytes < 0:
         raise ConfigError(f"cache.max_bytes: must be >= 0 (0 turns the in-process cache off), got {config.max_bytes}")
     if config.breaker_failures < 1:
         raise ConfigError(f"cache.breaker_failures: must be >= 1, got {config.breaker_failures}")
     for index, rule in enumerate(config.rules):
-        if rule.ttl is not None and not rule.ttl > 0:
-            raise ConfigError(f"cache.rules[{index}].ttl: must be a positive number of seconds, got {rule.ttl!r}; "
-                              "use enabled = false to stop caching")
+        if rule.ttl is not None:
+            try:
+                seconds(rule.ttl)
+            except ValueError as exc:
+                raise ConfigError(f"cache.rules[{index}].ttl: {exc}; use enabled = false to stop caching") from None
+
+
+def _check_backend(url: str) -> None:
+    parts = urlsplit(url)
+    # urlsplit lowercases the scheme; redis-py and the backends compare it as written.
+    scheme = url.partition(":")[0]
+    if scheme not in _SCHEMES:
+        raise ConfigError(f"cache.backend: {redact(url)!r} has scheme {scheme if parts.scheme else 'none'!r}; "
+                          "use redis://host:6379/0, rediss://host:6380/0 or sqlite:///path/to/cache.db (lower "
+                          "case), or leave it empty for the in-process cache only")
+    if scheme == "sqlite" and not parts.path.strip("/"):
+        raise ConfigError(f"cache.backend: {url!r} names no file; use sqlite:///path/to/cache.db "
+                          "(three slashes, then the path)")
+    try:
+        parts.port  # noqa: B018  # parsed lazily: a port that is not a number raises here
+    except ValueError as exc:
+        raise ConfigError(f"cache.backend: {redact(url)!r}: {exc}; use redis://host:6379/0") from None
 
 
 def redact(url: str) -> str:

@@ -56,10 +56,15 @@ class L1:
 
     def put(self, key: str, entry: Entry) -> None:
         store = self._store
-        if store is None or entry.size > self.max_bytes:
-            return  # larger than the whole bound: cachetools would raise, and it could only evict everything
+        if store is None:
+            return
         with self._lock:
-            store[key] = entry
+            if entry.size > self.max_bytes:
+                # Larger than the whole bound (cachetools would raise): not kept, and an older entry under the
+                # key goes too, so that a refreshed call is never answered with what it replaced.
+                store.pop(key, None)
+            else:
+                store[key] = entry
 
     def clear(self) -> None:
         if self._store is not None:

@@ -19,7 +19,7 @@ from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Return, StreamOut
 from agentaccel_cache import keys
 from agentaccel_cache.cache import Cache
 from agentaccel_cache.policy import Policy
-from agentaccel_cache.singleflight import TIMEOUT, Flight
+from agentaccel_cache.singleflight import TIMEOUT, Flight, on_event_loop
 from agentaccel_cache.values import Entry, make_entry
 
 log = logging.getLogger("agentaccel.cache")
@@ -115,7 +115,8 @@ class CacheMiddleware(Middleware):
         finally:
             if flight is not None:  # also when the call failed or was abandoned: waiters must never hang
                 cache.flights.finish(digest, flight, entry)
-        if backend is not None and (entry is not None or token is not None):
+        # After a failed lookup the backend is not asked again for this call: a slow Redis costs one timeout.
+        if backend is not None and result != ERROR and (entry is not None or token is not None):
             blob = cache.dump(key, entry) if entry is not None else None
             yield from self._remote(backend.store(key, digest, blob, policy.ttl, policy.tags, token))
 
@@ -148,6 +149,10 @@ class CacheMiddleware(Middleware):
                 return None, None, ERROR
             if taken is not None:
                 return None, taken, MISS
+            if not call.target.mode.is_async and on_event_loop():
+                # A sync call on an event loop's thread must not block it: the holder may be a task of that loop
+                # (as with Flight.wait), which could then not finish until the lease ran out.
+                return None, None, MISS
             now = time.monotonic()
             deadline = deadline or now + cache.lease
             if now >= deadline:

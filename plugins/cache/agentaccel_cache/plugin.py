@@ -26,7 +26,7 @@ def agentaccel_add_config(spec: ConfigSpec) -> None:
     spec.add_section("cache", CacheConfig)
     spec.add_option("cache", bool, "False: neither read nor write the cache for these calls; True: cache them "
                     "even where the policy would not (agent and workflow runs, impure tools)")
-    spec.add_option("ttl", float, "seconds the entries stored by these calls live")
+    spec.add_option("ttl", float, "seconds the entries stored by these calls live", check=cache_config.seconds)
     spec.add_option("refresh", bool, "True: call upstream even on a hit and replace the entry")
     spec.add_option("cache_tags", list[str], "tags for the entries stored by these calls "
                     "(agentaccel cache clear --tag)")

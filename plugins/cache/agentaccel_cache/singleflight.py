@@ -41,7 +41,7 @@ class Flight:
         with _lock:
             if self._done:
                 return self.entry
-            if _on_event_loop():
+            if on_event_loop():
                 return TIMEOUT
             event = self._event
             if event is None:
@@ -97,7 +97,7 @@ class Flights:
                 loop.call_soon_threadsafe(_wake, future)
 
 
-def _on_event_loop() -> bool:
+def on_event_loop() -> bool:
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -9,14 +9,14 @@ Stored form (L2)::
 
 The algorithm is fixed by the configuration (a secret means HMAC-SHA256), never read from the entry. Values are
 written and read with orjson, so a hit decodes in under a microsecond; what would not read back as the same data
-(NaN, an integer beyond 64 bits, a datetime) is not stored.
+(a tuple, NaN, an integer beyond 64 bits, a datetime) is not stored. An ``int`` or ``str`` subclass (an enum member)
+compares equal to its plain value and is stored as that value.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import math
 import sys
 import time
@@ -29,8 +29,6 @@ from agentaccel import Codec
 
 MAGIC = b"aac1"
 _MAC_SIZE = 32
-# What is JSON data: the stdlib refuses NaN, the infinities and every type that is not JSON.
-_strict = json.JSONEncoder(allow_nan=False).encode
 #: What an entry costs in memory beyond its text: the Entry object, its key string, the cache's dict slots,
 #: LRU and expiry bookkeeping: 460 bytes, measured with tracemalloc on CPython 3.11 (bench_cache.py checks RSS).
 OVERHEAD_BYTES = 460
@@ -133,10 +131,14 @@ def load(blob: bytes, key: str, secret: bytes | None) -> tuple[Entry, Any]:
 
 def to_json(data: Any) -> bytes:
     """``data`` as JSON bytes; raises TypeError or ValueError for what would not read back as the same data.
-    The stdlib check runs first (on the store path only): orjson alone would write NaN as null and a datetime, a
-    UUID or a dataclass as their JSON forms, which read back as something else."""
-    _strict(data)
-    return orjson.dumps(data)  # and it refuses integers beyond 64 bits, which it would read back as floats
+    orjson refuses integers beyond 64 bits, but writes NaN as null, a tuple as a list and a datetime, a UUID or a
+    dataclass as their JSON forms: reading the text back and comparing (on the store path only) catches those
+    everywhere in the data, in C, faster than the stdlib encoder's own check."""
+    text = orjson.dumps(data)
+    if orjson.loads(text) != data:
+        raise ValueError("it would not read back as the same data (a tuple reads back as a list; NaN, a datetime, "
+                         "a UUID or a dataclass as something else)")
+    return text
 
 
 def _typed(meta: Any, key: str, kind: type | tuple[type, ...]) -> Any:

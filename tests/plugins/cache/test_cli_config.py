@@ -77,7 +77,15 @@ def test_cli_reports_an_unreachable_backend(capsys: pytest.CaptureFixture[str]) 
 @pytest.mark.parametrize(("section", "message"), [
     ({"backend": "memcached://localhost"}, "cache.backend: 'memcached://localhost' has scheme 'memcached'"),
     ({"backend": "sqlite://"}, "names no file"),
-    ({"ttl": 0}, "cache.ttl: must be a positive number"),
+    ({"ttl": 0}, "cache.ttl: must be a positive, finite number"),
+    # An infinite number of seconds passes `> 0`, then cannot be stored as an expiry nor used as a timeout.
+    ({"ttl": float("inf")}, "cache.ttl: must be a positive, finite number of seconds, got inf"),
+    ({"lease": float("nan")}, "cache.lease"),
+    ({"timeout": float("inf")}, "cache.timeout"),
+    ({"rules": [{"name": "x", "ttl": float("inf")}]}, "cache.rules[0].ttl"),
+    # A URL redis-py cannot parse is the user's to fix at enable(), not a cache silently left out.
+    ({"backend": "redis://localhost:abc/0"}, "cache.backend: 'redis://localhost:abc/0': Port could not be cast"),
+    ({"backend": "REDIS://localhost"}, "has scheme 'REDIS'"),
     ({"max_bytes": -1}, "cache.max_bytes"),
     ({"namespace": "has space"}, "cache.namespace"),
     ({"rules": [{"name": "x", "ttl": -5}]}, "cache.rules[0].ttl"),
@@ -94,5 +102,9 @@ def test_config_errors_name_the_key(section: dict[str, Any], message: str) -> No
 def test_option_types_are_checked(agentaccel_spans: SpanRecorder) -> None:
     with pytest.raises(agentaccel.ConfigError, match="ttl"), agentaccel.options(ttl="long"):
         pass
+    for seconds in (float("inf"), 0, -5):  # the right type, but no entry can live that long
+        with pytest.raises(agentaccel.ConfigError, match=r"options\(ttl=...\): must be a positive, finite"), \
+                agentaccel.options(ttl=seconds):
+            pass
     with agentaccel.options(cache=False, ttl=5, refresh=True, cache_tags=["a"]):
         pass

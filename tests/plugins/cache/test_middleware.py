@@ -280,18 +280,36 @@ def test_unkeyable_and_unencodable_calls_pass_through(agentaccel_spans: SpanReco
     @agentaccel.accelerate(operation=agentaccel.CHAT, name="answer")
     def answer(kind: str) -> Any:
         calls.append(kind)
-        return {"object": object(), "nan": [float("nan")], "big": [2**70], "when": [datetime.now(UTC), None]}[kind]
+        return {"object": object(), "nan": [float("nan")], "big": [2**70], "when": [datetime.now(UTC), None],
+                "tuple": {"pair": (1, 2)}}[kind]
 
     odd({1, 2}), odd({1, 2})  # a set in the request: no stable key
     odd({1: "a"}), odd({1: "a"})  # a key that is not a string (JSON would make it "1", another request's key)
     odd([2**64]), odd([2**64])  # an integer beyond 64 bits: the canonical encoder cannot write it exactly
     assert calls == ["odd"] * 6
     assert results(agentaccel_spans.spans()) == ["bypass"] * 6
-    for kind in ("object", "nan", "big", "when"):  # results that would not read back unchanged: never stored
+    for kind in ("object", "nan", "big", "when", "tuple"):  # would not read back unchanged: never stored
         answer(kind)
         assert answer(kind) is not None
-    assert calls[6:] == ["object", "object", "nan", "nan", "big", "big", "when", "when"]
+    assert calls[6:] == ["object", "object", "nan", "nan", "big", "big", "when", "when", "tuple", "tuple"]
+    assert answer("tuple") == {"pair": (1, 2)}  # a hit would have made the tuple a list
     assert agentaccel.plugin_failures().get("cache") is None
+
+
+def test_a_refreshed_result_too_large_for_l1_is_not_answered_by_the_one_it_replaced(
+        agentaccel_spans: SpanRecorder) -> None:
+    agentaccel_spans.enable(cache={"max_bytes": 5000})
+    size = [10]
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="growing")
+    def growing(q: str) -> str:
+        return "x" * size[0]
+
+    growing("q")
+    size[0] = 6000  # the answer outgrew the whole bound
+    with agentaccel.options(refresh=True):
+        assert len(growing("q")) == 6000
+    assert len(growing("q")) == 6000  # a miss that calls again, not the small answer refresh replaced
 
 
 def test_byte_bound_evicts_least_recently_used(agentaccel_spans: SpanRecorder) -> None:

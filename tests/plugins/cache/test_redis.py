@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,54 @@ def test_stream_replay_from_l2(agentaccel_spans: SpanRecorder, redis_server: Red
     assert read() == read() == chunks
     assert calls == [1]
     assert agentaccel_spans.spans()[-1].attributes["agentaccel.cache.layer"] == "l2"
+
+
+def test_a_sync_call_on_an_event_loops_thread_does_not_wait_for_a_lease_held_by_that_loop(
+        agentaccel_spans: SpanRecorder, redis_server: RedisServer) -> None:
+    # Sync code inside a coroutine, asking what a task of the same loop is asking: waiting for that task's Redis
+    # lease would block the loop the task needs to finish, for the whole lease.
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t10", "lease": 20})
+    events: list[str] = []
+
+    def same_request(call: agentaccel.Call) -> dict[str, Any]:
+        return {"q": call.args[0]}
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="shared", request=same_request)
+    async def leader(q: str) -> str:
+        events.append("leader upstream")
+        await asyncio.sleep(0.2)
+        return q
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="shared", request=same_request)
+    def sync_on_loop(q: str) -> str:
+        events.append("sync upstream")
+        return q
+
+    async def main() -> float:
+        leading = asyncio.ensure_future(leader("q"))
+        await asyncio.sleep(0.05)  # the leader holds the in-process flight and the Redis lease
+        start = time.monotonic()
+        assert sync_on_loop("q") == "q"
+        elapsed = time.monotonic() - start
+        assert await leading == "q"
+        return elapsed
+
+    elapsed = asyncio.run(main())
+    assert events == ["leader upstream", "sync upstream"]
+    assert elapsed < 10  # not the 20 s lease: the sync call went upstream at once
+
+
+def test_a_silent_redis_costs_a_miss_one_failed_operation(agentaccel_spans: SpanRecorder) -> None:
+    # A server that accepts connections and never answers: each Redis operation waits out `timeout`. After the
+    # lookup failed, storing the result would wait out another.
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        agentaccel_spans.enable(cache={"backend": f"redis://127.0.0.1:{port}/0", "namespace": "t11",
+                                       "timeout": 0.2, "breaker_failures": 10})
+        calls: list[str] = []
+        chat = model(calls)
+        assert chat("a") == {"answer": "A"}
+        assert cache().stats.backend_errors == 1
+        assert chat("b") == {"answer": "B"}
+        assert cache().stats.backend_errors == 2
+        assert calls == ["a", "b"]
