@@ -146,8 +146,10 @@ class Call:
         #: calls made inside are its children, and when a middleware inside it may answer the call, sets a
         #: function, so that an answered call's span starts only at its end.
         self.context: Any = None
-        #: Set by a middleware that needs a stream's chunks: they arrive as a list in ``outcome.value``.
-        self.collect = False
+        #: Set by a middleware that needs a stream's chunks: True collects them as a list in ``outcome.value``; a
+        #: function collects what it makes of each chunk, called before the consumer gets the chunk (so that a
+        #: consumer changing it cannot change what was collected). If it raises, ``outcome.value`` is None.
+        self.collect: bool | Callable[[Any], Any] = False
         self._request: Mapping[str, Any] | None = None
         if target.identify is None:
             self.name, self.provider = target.name, target.provider
@@ -223,7 +225,8 @@ class Outcome:
 
 
 class StreamOutcome(Outcome):
-    """The outcome of a stream: ``value`` is the list of chunks when a middleware asked to collect them,
+    """The outcome of a stream: ``value`` is the list of chunks (or what ``call.collect`` made of each) when a
+    middleware asked to collect them,
     ``chunks`` counts them, ``last`` is the last one (where providers put usage) and ``first_chunk_ns`` is the
     ``time.perf_counter_ns()`` of the first."""
 

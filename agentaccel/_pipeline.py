@@ -39,7 +39,7 @@ class Io:
 
 class Proceed:
     """Decision: let the call go on. Yield the :data:`PROCEED` instance. (To run the inner call in a span's
-    context set ``call.context``; to receive a stream's chunks set ``call.collect``.)"""
+    context set ``call.context``; to receive a stream's chunks, or a copy of each, set ``call.collect``.)"""
 
     __slots__ = ()
 
@@ -345,7 +345,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                         break
                     finally:
                         _exit(tokens)
-                    _count(outcome, chunk)
+                    _count(outcome, chunk, call.collect)
                     yield chunk
             except BaseException as exc:
                 _fail(outcome, exc)
@@ -390,7 +390,7 @@ async def run_async_stream(
                         break
                     finally:
                         _exit(tokens)
-                    _count(outcome, chunk)
+                    _count(outcome, chunk, call.collect)
                     yield chunk
             except BaseException as exc:
                 _fail(outcome, exc)
@@ -452,13 +452,20 @@ async def _replay(chunks: Iterable[Any]) -> AsyncIterator[Any]:
         yield chunk
 
 
-def _count(outcome: StreamOutcome, chunk: Any) -> None:
+def _count(outcome: StreamOutcome, chunk: Any, collect: bool | Callable[[Any], Any]) -> None:
+    """Count ``chunk`` (and collect it, or what ``collect`` makes of it) before the consumer gets it."""
     if outcome.chunks == 0:
         outcome.first_chunk_ns = time.perf_counter_ns()
     outcome.chunks += 1
     outcome.last = chunk
     if outcome.value is not None:
-        outcome.value.append(chunk)
+        if collect is True:
+            outcome.value.append(chunk)
+            return
+        try:
+            outcome.value.append(collect(chunk))  # type: ignore[operator]  # true or callable when collecting
+        except Exception:
+            outcome.value = None  # the collector refused this chunk: the stream goes on, collected as nothing
 
 
 def _fail(outcome: StreamOutcome, exc: BaseException) -> None:

@@ -56,7 +56,8 @@ class Recorder(Middleware):
     """Proceeds (asking for a stream's chunks with ``collect``) and records the calls it saw and the outcome each
     was sent; ``log`` gets the global order."""
 
-    def __init__(self, name: str, *, log: list[tuple[str, str]] | None = None, collect: bool = False,
+    def __init__(self, name: str, *, log: list[tuple[str, str]] | None = None,
+                 collect: bool | Callable[[Any], Any] = False,
                  before: Iterable[str] = (), after: Iterable[str] = ()) -> None:
         self.name = name
         self.before = tuple(before)
@@ -70,7 +71,7 @@ class Recorder(Middleware):
         self.calls.append(call)
         self.log.append((self.name, "enter"))
         if self.collect:
-            call.collect = True  # asks for a stream's chunks in outcome.value
+            call.collect = self.collect  # asks for a stream's chunks (or what a function makes of them)
         outcome = yield PROCEED
         self.log.append((self.name, "exit"))
         self.outcomes.append(outcome)
@@ -468,6 +469,43 @@ def test_collect_puts_a_streams_chunks_in_the_outcome(mode: Mode, collect: bool,
     # the chunks are kept only when a middleware asked for them
     assert outcome.value == (["a", "b", "c"] if collect else None)
     assert (outcome.chunks, outcome.last, outcome.completed) == (3, "c", True)
+
+
+@pytest.mark.parametrize("mode", [Mode.SYNC_STREAM, Mode.ASYNC_STREAM], ids=["sync_stream", "async_stream"])
+def test_a_collecting_function_sees_each_chunk_before_the_consumer(mode: Mode, register: Register) -> None:
+    def copy_of(chunk: dict[str, str]) -> dict[str, str]:
+        if chunk["text"] == "refused":
+            raise ValueError("not collectable")
+        return dict(chunk)
+
+    recorder = Recorder("recorder", collect=copy_of)
+    register(MiddlewarePlugin(recorder), "recorder")
+    agentaccel.enable()
+
+    def read_changing(texts: list[str]) -> list[str]:
+        """Consume a stream of chunks, changing each one as it arrives."""
+        stream = accelerated(mode, lambda: [{"text": text} for text in texts])
+        got: list[str] = []
+        if mode is Mode.SYNC_STREAM:
+            for chunk in stream():
+                got.append(chunk["text"])
+                chunk["text"] = "changed by the consumer"
+        else:
+            async def read() -> None:
+                async for chunk in stream():
+                    got.append(chunk["text"])
+                    chunk["text"] = "changed by the consumer"
+
+            asyncio.run(read())
+        return got
+
+    assert read_changing(["a", "b"]) == ["a", "b"]
+    assert recorder.outcomes[-1].value == [{"text": "a"}, {"text": "b"}]
+
+    # A chunk the function refuses: nothing is collected, and the consumer still gets the whole stream.
+    assert read_changing(["a", "refused", "c"]) == ["a", "refused", "c"]
+    outcome = recorder.outcomes[-1]
+    assert (outcome.value, outcome.chunks, outcome.completed) == (None, 3, True)
 
 
 # --- streams that end early ------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from agentaccel_cache import keys
 from agentaccel_cache.cache import Cache
 from agentaccel_cache.policy import Policy
 from agentaccel_cache.singleflight import TIMEOUT, Flight, on_event_loop
-from agentaccel_cache.values import Entry, make_entry
+from agentaccel_cache.values import Entry, make_entry, snapshot
 
 log = logging.getLogger("agentaccel.cache")
 RESULT = "agentaccel.cache.result"
@@ -106,7 +106,8 @@ class CacheMiddleware(Middleware):
             cache.stats.count(result)
             stream = call.target.mode.is_stream
             if stream:
-                call.collect = True
+                # Each chunk's JSON, made before the consumer gets the chunk: what it does to the chunk is its own.
+                call.collect = partial(snapshot, call.target.codec)
             start = time.perf_counter()
             outcome = yield PROCEED
             entry = self._entry(call, outcome, policy, stream, time.perf_counter() - start)

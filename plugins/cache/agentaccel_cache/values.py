@@ -71,14 +71,18 @@ def to_result(codec: Codec, stream: bool, data: Any, decode: Callable[[Any], Any
     return decode(data)
 
 
+def snapshot(codec: Codec, chunk: Any) -> bytes:
+    """One stream chunk's JSON (``call.collect`` of a stream the cache stores), made as the chunk passes."""
+    return to_json(codec.encode(chunk))
+
+
 def make_entry(codec: Codec, value: Any, stream: bool, duration: float, usage: Mapping[str, Any], ttl: float,
                tags: tuple[str, ...]) -> Entry:
-    """Encode a result (a list of chunks for a stream); raises CodecError, TypeError or ValueError for what is not
-    JSON data orjson reads back unchanged."""
-    data = [codec.encode(chunk) for chunk in value] if stream else codec.encode(value)
+    """Encode a result (for a stream, ``value`` is the list of its chunks' :func:`snapshot`); raises CodecError,
+    TypeError or ValueError for what is not JSON data orjson reads back unchanged."""
     # A copy of exact size: orjson's own bytes object keeps its whole growth buffer (10x a small value's size),
-    # which L1 would hold for the entry's lifetime.
-    text = memoryview(to_json(data)).tobytes()
+    # which L1 would hold for the entry's lifetime. (join makes one of exact size.)
+    text = b"[" + b",".join(value) + b"]" if stream else memoryview(to_json(codec.encode(value))).tobytes()
     return Entry(text, stream, duration, _tokens(usage, "gen_ai.usage.input_tokens"),
                  _tokens(usage, "gen_ai.usage.output_tokens"), time.time() + ttl, tags)
 

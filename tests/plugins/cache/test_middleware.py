@@ -244,6 +244,40 @@ def test_stream_replay_keeps_chunks_and_boundaries(agentaccel_spans: SpanRecorde
     assert replay.attributes["agentaccel.stream.chunks"] == 4
 
 
+def test_a_stream_is_stored_as_it_came_though_its_consumer_changed_the_chunks(
+        agentaccel_spans: SpanRecorder) -> None:
+    # The consumer gets each chunk before the stream ends (when the entry is made): what it does to a chunk is
+    # its own business, and must not become what later calls are answered with.
+    agentaccel_spans.enable()
+
+    def fresh() -> list[dict[str, str]]:
+        return [{"delta": "Hel"}, {"delta": "lo"}]
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="mutated")
+    def stream(q: str) -> Any:
+        yield from fresh()
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="amutated")
+    async def astream(q: str) -> Any:
+        for chunk in fresh():
+            yield chunk
+
+    for chunk in stream("q"):
+        chunk["delta"] = "CHANGED"
+
+    async def change() -> None:
+        async for chunk in astream("q"):
+            chunk["delta"] = "CHANGED"
+
+    async def read() -> list[Any]:
+        return [chunk async for chunk in astream("q")]
+
+    asyncio.run(change())
+    assert list(stream("q")) == fresh()
+    assert asyncio.run(read()) == fresh()
+    assert results(agentaccel_spans.spans()) == ["miss", "miss", "hit", "hit"]
+
+
 class Reply:
     """A framework's own result type, encoded by its codec."""
 
