@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
         print("agentaccel cache: cache.backend is empty, so the cache lives inside each process (L1) and there is "
               "nothing shared to inspect or clear; set cache.backend or pass --backend URL", file=sys.stderr)
         return 2
-    backend = open_backend(url, namespace, section.connect_timeout, max(section.timeout, 5.0))
+    backend = open_backend(url, namespace, section.connect_timeout, max(section.timeout, 5.0), create=False)
     try:
         return _act(args, backend, namespace, redact(url))
     except backend.errors as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ def test_cli_reads_the_configuration_and_explains_l1_only(monkeypatch: pytest.Mo
     assert main(["cache", "stats"]) == 2
     assert "cache.backend is empty" in capsys.readouterr().err
     monkeypatch.setenv("AGENTACCEL_CACHE__BACKEND", f"sqlite:///{tmp_path}/env.db")
+    assert main(["cache", "stats"]) == 1  # the CLI reads a cache file; it never creates one
+    assert "env.db does not exist" in capsys.readouterr().err
+    sqlite3.connect(tmp_path / "env.db").close()
     assert main(["cache", "stats"]) == 0
     assert "entries: 0" in capsys.readouterr().out
     monkeypatch.setenv("AGENTACCEL_CACHE__BACKEND", "memcached://x")

@@ -45,13 +45,14 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def open_backend(url: str, namespace: str, connect_timeout: float, timeout: float) -> Backend:
-    """The backend for ``url`` (already checked by config.check)."""
+def open_backend(url: str, namespace: str, connect_timeout: float, timeout: float, create: bool = True) -> Backend:
+    """The backend for ``url`` (already checked by config.check). ``create=False`` (the CLI, which inspects) makes
+    a missing SQLite file an error instead of a new empty cache; a Redis server has nothing to create."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
         from agentaccel_cache.backends.sqlite import SQLiteBackend
 
-        return SQLiteBackend(url, namespace, timeout)
+        return SQLiteBackend(url, namespace, timeout, create)
     from agentaccel_cache.backends.redis import RedisBackend
 
     return RedisBackend(url, namespace, connect_timeout, timeout)

@@ -2,11 +2,12 @@
 
 Short connect and command timeouts and no client-side retries: a slow or absent Redis costs a call at most one
 timeout before the circuit breaker takes it out. The sync client (a thread-safe pool) serves sync calls; each
-event loop gets its own asyncio client, because an asyncio connection pool belongs to the loop it was made in.
+event loop gets its own asyncio client, because an asyncio connection pool belongs to the loop it was made in, and
+that client is closed when its loop shuts down (see ``_aclient``).
 
 Keys, all under the namespace: ``<ns>:e:<framework/operation/name>:<digest>`` an entry, ``<ns>:l:<digest>`` the
 single-flight lease, ``<ns>:c:<digest>`` the channel its release is published on, ``<ns>:t:<tag>`` the set of
-entry keys carrying a tag.
+entry keys carrying a tag, which expires with the longest-lived entry it lists.
 
 Single flight: the leader takes the lease with ``SET NX PX`` (expiry on Redis' own clock, so a holder that dies
 frees it without anyone's clock mattering); it stores the entry, then deletes the lease and publishes in one
@@ -17,10 +18,11 @@ until the release message or the lease's remaining time (``PTTL``), whichever co
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-import weakref
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import suppress
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -48,6 +50,15 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 redis.call('PUBLISH', KEYS[2], '1')
 return 1
 """
+# Index the entry under each tag, and keep each tag set alive as long as its longest-lived entry: extend its expiry,
+# never shorten it (PTTL is -1 for a set with none yet). Unlike PEXPIRE's GT/NX flags, this needs no Redis 7.
+_TAG = """
+for _, tag in ipairs(KEYS) do
+    redis.call('SADD', tag, ARGV[1])
+    if redis.call('PTTL', tag) < tonumber(ARGV[2]) then redis.call('PEXPIRE', tag, ARGV[2]) end
+end
+return 1
+"""
 # Slack past the lease's PTTL, so a waiter that wakes on expiry finds the key gone.
 _SLACK = 0.005
 
@@ -63,15 +74,43 @@ class RedisBackend:
         self._options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout,
                                          "retry": Retry(NoBackoff(), 0)}
         self.sync = redis.Redis.from_url(url, **self._options)
-        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aredis.Redis] = (
-            weakref.WeakKeyDictionary())
+        # Each loop's client, and the async generator that closes it (see _aclient). A plain dict: the client
+        # references its loop, so weak keys would never die; entries leave when their loop shuts down.
+        self._async: dict[asyncio.AbstractEventLoop, tuple[aredis.Redis, AsyncGenerator[None, None]]] = {}
+        self._async_lock = threading.Lock()  # loops in several threads share the dict
 
-    def _aclient(self) -> aredis.Redis:
+    async def _aclient(self) -> aredis.Redis:
+        """The running loop's client, made on first use.
+
+        asyncio has no hook for a loop's end, but the loop closes the async generators it knows of before it
+        closes itself (``shutdown_asyncgens``, called by ``asyncio.run`` and ``asyncio.Runner``). So each client
+        comes with a generator, started here and thereby known to the loop, whose ``finally`` forgets the client and
+        closes it while the loop still runs: its sockets are closed and nothing outlives the loop.
+        """
         loop = asyncio.get_running_loop()
-        client = self._async.get(loop)
-        if client is None:
-            client = self._async[loop] = aredis.Redis.from_url(self.url, **self._options)
+        with self._async_lock:
+            found = self._async.get(loop)
+            if found is not None:
+                return found[0]
+            stale = [closer for other, (_, closer) in self._async.items() if other.is_closed()]
+        for closer in stale:  # a loop closed without shutdown_asyncgens: its client can only be dropped
+            _finish(closer)
+        client = aredis.Redis.from_url(self.url, **self._options)
+        closer = self._closer(loop, client)
+        with self._async_lock:
+            self._async[loop] = client, closer
+        await anext(closer)  # to its yield: from here the loop closes it when it shuts down
         return client
+
+    async def _closer(self, loop: asyncio.AbstractEventLoop, client: aredis.Redis) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._async_lock:
+                self._async.pop(loop, None)
+            if not loop.is_closed():  # closed: _finish runs this with no loop to close the client on
+                with suppress(*self.errors):  # an unreachable server has nothing to close
+                    await client.aclose()
 
     def entry_key(self, label: str, digest: str) -> str:
         return f"{self.namespace}:e:{label}:{digest}"
@@ -80,7 +119,10 @@ class RedisBackend:
         return f"{self.namespace}:l:{digest}", f"{self.namespace}:c:{digest}"
 
     def get(self, key: str) -> Io:
-        return Io(lambda: self.sync.get(key), lambda: self._aclient().get(key))
+        async def arun() -> Any:
+            return await (await self._aclient()).get(key)
+
+        return Io(lambda: self.sync.get(key), arun)
 
     def acquire(self, key: str, digest: str, lease: float, entry: bool) -> Io:
         """-> the entry's bytes (it appeared; only asked when ``entry``), a token (the lease is ours) or None
@@ -93,7 +135,7 @@ class RedisBackend:
             return reply if isinstance(reply, bytes) else token if reply == 1 else None
 
         async def arun() -> bytes | str | None:
-            return decide(await self._aclient().eval(*args))
+            return decide(await (await self._aclient()).eval(*args))
 
         return Io(lambda: decide(self.sync.eval(*args)), arun)
 
@@ -101,18 +143,19 @@ class RedisBackend:
               token: str | None) -> Io:
         lock, channel = self._lease(digest)
         tag_keys = [f"{self.namespace}:t:{tag}" for tag in tags]
+        ttl_ms = max(1, int(ttl * 1000))
 
         def queue(pipe: Any) -> Any:
             if blob is not None:
-                pipe.set(key, blob, px=max(1, int(ttl * 1000)))
-                for tag_key in tag_keys:
-                    pipe.sadd(tag_key, key)
+                pipe.set(key, blob, px=ttl_ms)
+                if tag_keys:
+                    pipe.eval(_TAG, len(tag_keys), *tag_keys, key, ttl_ms)
             if token is not None:
                 pipe.eval(_RELEASE, 2, lock, channel, token)
             return pipe
 
         async def arun() -> None:
-            await queue(self._aclient().pipeline(transaction=False)).execute()
+            await queue((await self._aclient()).pipeline(transaction=False)).execute()
 
         return Io(lambda: queue(self.sync.pipeline(transaction=False)).execute(), arun)
 
@@ -131,7 +174,7 @@ class RedisBackend:
             return _bytes(self.sync.get(key))
 
         async def arun() -> bytes | None:
-            client = self._aclient()
+            client = await self._aclient()
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(channel)
                 await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.timeout)
@@ -162,8 +205,9 @@ class RedisBackend:
         if tag is not None:
             members = self.sync.smembers(f"{namespace}:t:{tag}")
             keys = [k for k in members if match is None or fnmatchcase(_label(k, prefix), match)]
-        else:
-            keys = list(self.sync.scan_iter(match=f"{prefix}{match or '*'}:*", count=1000))
+        else:  # a SCAN pattern cannot say "the label matches": its '*' would run on across the ':' ending it
+            keys = [k for k in self.sync.scan_iter(match=f"{prefix}*", count=1000)
+                    if match is None or fnmatchcase(_label(k, prefix), match)]
         deleted = 0
         for start in range(0, len(keys), 1000):
             deleted += int(self.sync.delete(*keys[start:start + 1000]))
@@ -176,7 +220,20 @@ class RedisBackend:
 
     def close(self) -> None:
         self.sync.close()
-        self._async = weakref.WeakKeyDictionary()  # their loops close them; awaiting here is impossible
+        with self._async_lock:
+            clients, self._async = self._async, {}
+        for loop, (_, closer) in clients.items():
+            # Awaiting is impossible here. A closed loop's closer is finished now; any other, once dropped, goes to
+            # its loop's asyncgen finalizer, which runs it (closing the client) on that loop.
+            if loop.is_closed():
+                _finish(closer)
+
+
+def _finish(closer: AsyncGenerator[None, None]) -> None:
+    """Close ``closer`` of a closed loop here and now: its ``finally`` awaits nothing then, so one step ends it.
+    Left to the garbage collector, the generator would be handed to its dead loop's finalizer, which fails."""
+    with suppress(StopIteration):
+        closer.aclose().send(None)
 
 
 def _deadline(pttl: int, timeout: float) -> float | None:

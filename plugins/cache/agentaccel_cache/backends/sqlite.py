@@ -1,9 +1,10 @@
 """``sqlite:///path``: the embedded persistent L2 for development loops (stdlib sqlite3, WAL, safe across
-processes). One connection per thread; async calls run the statements in a worker thread.
+processes). One connection per thread, closed once that thread has ended; async calls run the statements in a
+worker thread.
 
-The URL follows SQLAlchemy: ``sqlite:///cache.db`` is relative to the working directory, ``sqlite:////tmp/c.db``
-is absolute. It has no cross-process single flight (concurrent misses in different processes each call upstream;
-within a process they are still coalesced).
+The URL follows SQLAlchemy: ``sqlite:///cache.db`` is relative to the working directory when the backend is made
+(it stays that file after a ``chdir``), ``sqlite:////tmp/c.db`` is absolute. It has no cross-process single
+flight (concurrent misses in different processes each call upstream; within a process they are still coalesced).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Sequence
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,26 +43,42 @@ class SQLiteBackend:
     locks = False
     errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
 
-    def __init__(self, url: str, namespace: str, timeout: float) -> None:
+    def __init__(self, url: str, namespace: str, timeout: float, create: bool = True) -> None:
+        """``create``: make the file (and its directory) on first use, as enable() wants; without it a missing
+        file is an error, so that inspecting a mistyped path does not leave an empty cache there."""
         self.url = url
         self.namespace = namespace
-        self.path = urlsplit(url).path[1:]  # SQLAlchemy's form: the third slash ends the authority
+        # SQLAlchemy's form: the third slash ends the authority. Resolved now, once: every thread's connection
+        # opens this file even if the working directory changes later.
+        self.path = Path(urlsplit(url).path[1:]).resolve()
+        self._create = create
         self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
+        self._all: dict[threading.Thread, sqlite3.Connection] = {}
         self._lock = threading.Lock()
         self._writes = 0
 
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            if self._create:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            elif not self.path.exists():
+                raise FileNotFoundError(f"the SQLite cache file {self.path} does not exist; check the path (the "
+                                        "cache creates it when enabled with this backend)")
             db = sqlite3.connect(self.path, timeout=_BUSY_SECONDS, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            db.create_function("fnmatchcase", 2, fnmatchcase, deterministic=True)  # --match, as on Redis
             self._local.db = db
+            # Threads come and go (each asyncio.run has its own executor): a new connection is the moment to
+            # close those of threads that have ended, so their number stays that of the live threads.
             with self._lock:
-                self._all.append(db)
+                ended = [thread for thread in self._all if not thread.is_alive()]
+                stale = [self._all.pop(thread) for thread in ended]
+                self._all[threading.current_thread()] = db
+            for old in stale:
+                old.close()
         return db
 
     def entry_key(self, label: str, digest: str) -> str:
@@ -100,13 +118,13 @@ class SQLiteBackend:
         count, size = self._db().execute(
             "SELECT count(*), coalesce(sum(length(value)), 0) FROM entries WHERE namespace = ? AND expires > ?",
             (namespace, time.time())).fetchone()
-        return {"entries": count, "bytes": size, "file": str(Path(self.path).resolve())}
+        return {"entries": count, "bytes": size, "file": str(self.path)}
 
     def clear(self, namespace: str, match: str | None, tag: str | None) -> int:
         sql = "DELETE FROM entries WHERE namespace = ?"
         params: list[Any] = [namespace]
         if match is not None:
-            sql += " AND label GLOB ?"
+            sql += " AND fnmatchcase(label, ?)"  # not GLOB, whose [^...] differs: the same glob as on Redis
             params.append(match)
         if tag is not None:
             sql += " AND EXISTS (SELECT 1 FROM json_each(entries.tags) WHERE json_each.value = ?)"
@@ -115,7 +133,7 @@ class SQLiteBackend:
 
     def close(self) -> None:
         with self._lock:
-            connections, self._all = self._all, []
-        for db in connections:
+            connections, self._all = self._all, {}
+        for db in connections.values():
             db.close()
         self._local = threading.local()
