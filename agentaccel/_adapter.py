@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import sys
 import threading
 import types
 from collections.abc import Callable, Iterable
@@ -33,7 +34,11 @@ class Patch:
     target of the same mode (a graph that is an agent), or None to call straight through (a model call that a
     deeper patch handles better). ``overrides=True`` patches, instead of the class itself, every subclass that
     defines the attribute in its own ``__dict__`` — those that exist and those created later — for methods every
-    subclass implements (an abstract ``embed_query``) or may override (``_stream``).
+    subclass implements (an abstract ``embed_query``) or may override (``_stream``). ``rebind=True``, for a
+    module-level function, also replaces it where modules imported before ``enable()`` hold it under the same name
+    (a package's re-export, a ``from module import function``), so that the order of imports does not matter.
+    Whatever the patch, ``uninstrument()`` puts the original back wherever a module holds agentaccel's wrapper of
+    a module-level function, including the copies that ``from module import function`` made after ``enable()``.
     """
 
     module: str
@@ -42,6 +47,7 @@ class Patch:
     wrapper: WrapperFn | None = None
     select: Callable[[Any, tuple[Any, ...], dict[str, Any]], Target | None] | None = None
     overrides: bool = False
+    rebind: bool = False
 
     def __post_init__(self) -> None:
         if (self.target is None) == (self.wrapper is None):
@@ -141,6 +147,7 @@ class Adapter:
         """Put back exactly the objects that were replaced. Idempotent."""
         with self._lock:
             self._active = False
+            functions = [a for a in self._applied if isinstance(a.owner, types.ModuleType)]
             for applied in reversed(self._applied):
                 current = vars(applied.owner).get(applied.attribute)
                 if current is applied.wrapper and applied.original is _MISSING:
@@ -151,6 +158,11 @@ class Adapter:
                     log.warning("agentaccel adapter %r cannot restore %s.%s: something else replaced it after "
                                 "agentaccel; it stays, and agentaccel's wrapper inside it passes calls through",
                                 self.name, _owner_name(applied.owner), applied.attribute)
+            # Copies of a function's wrapper that imports made after enable() (a package's re-export of it):
+            # nobody recorded them, and LangChain must be left exactly as it was.
+            for applied in functions:
+                for module in _modules_holding(applied.wrapper, applied.attribute):
+                    setattr(module, applied.attribute, applied.original)
             self._applied.clear()
             forget(self._module_imported)
 
@@ -195,6 +207,10 @@ class Adapter:
             self._problem(f"{patch.module}.{patch.qualname} cannot be replaced: {exc}")
             return
         self._applied.append(_Applied(owner, attribute, original, wrapper))
+        if patch.rebind and isinstance(owner, types.ModuleType):
+            for module in _modules_holding(original, attribute):
+                setattr(module, attribute, wrapper)
+                self._applied.append(_Applied(module, attribute, original, wrapper))
 
     def _watch_subclasses(self, owner: type, attribute: str, patch: Patch, wrapper_fn: WrapperFn) -> None:
         """Patch ``attribute`` on the subclasses of ``owner`` created from now on, from an ``__init_subclass__``
@@ -261,6 +277,12 @@ def _subclasses(owner: type) -> list[type]:
             found.append(cls)
             pending.extend(type.__subclasses__(cls))
     return found
+
+
+def _modules_holding(value: Any, attribute: str) -> list[types.ModuleType]:
+    """The imported modules whose ``attribute`` is ``value`` itself."""
+    return [module for module in list(sys.modules.values())
+            if isinstance(module, types.ModuleType) and getattr(module, "__dict__", {}).get(attribute) is value]
 
 
 def _resolve(module: types.ModuleType, path: str) -> Any:

@@ -434,6 +434,41 @@ def test_a_module_level_function_is_patched_and_restored(agentaccel_spans: SpanR
     assert mod.__dict__["tool"] is original
 
 
+def test_disable_restores_a_re_export_of_the_wrapper_made_after_enable(register: Register,
+                                                                       forget_modules: Callable[[str], None]) -> None:
+    # `from models import tool` after enable() binds agentaccel's wrapper in another module: disable() must find
+    # it there too, or the framework is not left as it was.
+    mod = models()
+    original = mod.__dict__["tool"]
+    forget_modules("fakeframework.reexport")
+    register(AdapterPlugin(FakeAdapter([Patch(MODELS, "tool", target=target("tool", "execute_tool"))])), "fake")
+    agentaccel.enable()
+    reexport = importlib.import_module("fakeframework.reexport")
+    assert reexport.tool is mod.tool is not original
+
+    agentaccel.disable()
+
+    assert reexport.tool is original and mod.__dict__["tool"] is original
+
+
+def test_rebind_patches_a_function_a_module_imported_before_enable(agentaccel_spans: SpanRecorder, register: Register,
+                                                                   forget_modules: Callable[[str], None]) -> None:
+    mod = models()
+    original = mod.__dict__["tool"]
+    forget_modules("fakeframework.reexport")
+    reexport = importlib.import_module("fakeframework.reexport")  # holds the original, as an early import does
+    adapter = FakeAdapter([Patch(MODELS, "tool", target=target("tool", "execute_tool"), rebind=True)])
+    register(AdapterPlugin(adapter), "fake")
+    agentaccel_spans.enable()
+
+    assert reexport.tool(2) == "tool:2"
+    assert span_names(agentaccel_spans) == ["execute_tool tool"]
+    assert "fakeframework.reexport.tool" in adapter.patched()
+
+    agentaccel.disable()
+    assert reexport.tool is original and mod.__dict__["tool"] is original
+
+
 def test_a_patched_coroutine_method_stays_a_coroutine_function(agentaccel_spans: SpanRecorder,
                                                                register: Register) -> None:
     mod = models()
