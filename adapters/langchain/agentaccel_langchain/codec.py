@@ -9,13 +9,29 @@ call answered with callbacks attached fills the cache for the same call without 
 from __future__ import annotations
 
 import functools
+from random import getrandbits
 from typing import Any
 
 from agentaccel import CodecError
 
-#: Message ids LangChain derives from the run (``lc_run-<uuid>``): stale on a replay, so they are not stored and
-#: LangChain gives the replayed message the new run's id, as it does for a fresh one.
-RUN_ID_PREFIXES = ("lc_run-", "run-")
+#: ``langchain_core.utils.utils.LC_ID_PREFIX``, which ``_generate_with_cache`` puts before a run's id.
+LC_ID_PREFIX = "lc_run-"
+#: Message ids LangChain derives from the run (``lc_run--<uuid>``, ``run-<uuid>`` before LangChain 0.3): stale on
+#: a replay, so they are not stored and a hit's message gets the new run's id, as a fresh one does
+#: (``patches._run_ids``, :func:`_new_run_id`).
+RUN_ID_PREFIXES = (LC_ID_PREFIX, "run-")
+#: The bits a version-4 UUID fixes (version and variant), as (mask to clear, bits to set), as ``uuid.UUID`` does.
+_UUID4_BITS = (~(0xF << 76 | 0xC << 60), 0x4 << 76 | 0x8 << 60)
+
+
+def _new_run_id() -> str:
+    """``f"{LC_ID_PREFIX}-{uuid.uuid4()}-0"``, the id ``_generate_with_cache`` gives a run's one answer, for a run
+    that never existed: an ``invoke`` hit is answered before LangChain starts one. ``uuid4()`` and its ``str()``
+    cost 2.6 us, a tenth of such a hit; this costs 0.7 us (the random module, not the OS: the id needs to be
+    unique, not secret)."""
+    clear, bits = _UUID4_BITS
+    digits = "%032x" % (getrandbits(128) & clear | bits)
+    return f"{LC_ID_PREFIX}-{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}-0"
 
 
 def encode_message(message: Any) -> dict[str, Any]:
@@ -172,13 +188,18 @@ class ChatResultCodec(_MessageCodec):
 
 
 class MessageCodec(_MessageCodec):
-    """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape."""
+    """The ``AIMessage`` ``invoke`` returns, stored in the ChatResult shape. A hit's message without an id gets
+    one of the form a fresh answer's has (:func:`_new_run_id`): consumers such as LangGraph's message reducer
+    tell messages apart by it."""
 
     def encode(self, value: Any) -> Any:
         return {"generations": [_generation(_outputs().ChatGeneration(message=value))]}
 
     def _build(self, data: Any, trusted: bool) -> Any:
-        return _hit_message(data["generations"][0]["message"], trusted)
+        message = _hit_message(data["generations"][0]["message"], trusted)
+        if message.id is None:
+            message.id = _new_run_id()
+        return message
 
 
 class ChatChunkCodec(_MessageCodec):
@@ -222,12 +243,16 @@ class GenerationChunkCodec:
 
 
 class ToolResultCodec(_MessageCodec):
-    """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message."""
+    """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message. A
+    hit's ToolMessage answers the call's own tool call (``patches._tool_call_id``)."""
 
     def encode(self, value: Any) -> Any:
         from langchain_core.messages import BaseMessage
 
         if isinstance(value, BaseMessage):
+            if getattr(value, "status", None) == "error":
+                # The tool failed and handle_tool_error made its error the answer: an error is never stored.
+                raise CodecError(f"tool error result not stored: {value.content!r}")
             return {"message": encode_message(value)}
         return {"value": value}
 

@@ -1,5 +1,6 @@
 """Span attributes from results: ``gen_ai.usage.*`` from LangChain's ``usage_metadata`` (every partner fills
-it), ``gen_ai.response.model``/``id``/``finish_reasons`` from ``response_metadata``."""
+it) when the call reached the provider, ``gen_ai.response.model``/``id``/``finish_reasons`` from
+``response_metadata``."""
 
 from __future__ import annotations
 
@@ -25,7 +26,9 @@ def chat(result: Any) -> Mapping[str, Any]:
     message = _message_of(result)
     attributes: dict[str, Any] = {}
     usage = getattr(message, "usage_metadata", None)
-    if isinstance(usage, dict):
+    # total_cost = 0 is how LangChain's own cache (set_llm_cache, or the model's cache field) marks an answer it
+    # gave: that call used no tokens, and its usage is the call's that stored it.
+    if isinstance(usage, dict) and usage.get("total_cost") != 0:
         attributes["gen_ai.usage.input_tokens"] = usage.get("input_tokens")
         attributes["gen_ai.usage.output_tokens"] = usage.get("output_tokens")
     metadata = getattr(message, "response_metadata", None)

@@ -98,22 +98,42 @@ def _run_manager(call_args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return call_args[2] if len(call_args) > 2 else kwargs.get("run_manager")
 
 
+def _run_ids(call: Call, result: Any) -> None:
+    """A hit's messages get the ids ``_generate_with_cache`` gives a fresh answer's messages, made from this
+    call's run (``lc_run--<run id>-<index>``): the stored ones, from the run that made them, were dropped
+    (``codec.RUN_ID_PREFIXES``). A message with an id of its own (the provider's) keeps it, as there."""
+    run_manager = _run_manager(call.args, call.kwargs)
+    if run_manager is None:
+        return
+    run = f"{codec.LC_ID_PREFIX}-{run_manager.run_id}"
+    for index, generation in enumerate(result.generations):
+        message = generation.message
+        if message.id is None:
+            message.id = f"{run}-{index}"
+
+
 def _stream_events(method: str, call: Call, result: Any) -> Any:
     """A hit's v2 stream events. LangChain's own cache replays a hit's messages as ``on_stream_event`` events
     where agentaccel answers instead (``_generate_with_cache``), for the handlers that ask for them (LangGraph's
     v2 message streaming): the model's own replay method does the same for an agentaccel hit. The async method
-    returns a coroutine."""
+    returns a coroutine. A message without an id gets the one its events carry, ``lc_run--<run id>``, which is
+    also the id of a fresh answer made through v2 streaming (unlike :func:`_run_ids`, without an index)."""
+    run_manager = _run_manager(call.args, call.kwargs)
+    if run_manager is not None:
+        run = f"{codec.LC_ID_PREFIX}-{run_manager.run_id}"
+        for generation in result.generations:
+            if generation.message.id is None:
+                generation.message.id = run
     replay = getattr(call.instance, method)
-    return replay(result.generations, run_manager=_run_manager(call.args, call.kwargs),
+    return replay(result.generations, run_manager=run_manager,
                   **{k: v for k, v in call.kwargs.items() if k not in _GENERATE_ARGUMENTS})
 
 
 CHAT_INVOKE = _chat("invoke", Mode.SYNC, codec.MESSAGE, requests.chat_invoke)
 CHAT_AINVOKE = _chat("ainvoke", Mode.ASYNC, codec.MESSAGE, requests.chat_invoke)
-CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate)
-CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate)
-#: The same, for calls with a v2 streaming handler: their hits replay its events (a replay starts the span
-#: before the answer returns, which the calls without such a handler need not pay for).
+CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate, _run_ids)
+CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate, _run_ids)
+#: The same, for calls with a v2 streaming handler: their hits also replay its events.
 REPLAY_EVENTS, AREPLAY_EVENTS = "_replay_v2_events_for_cache_hit", "_areplay_v2_events_for_cache_hit"
 CHAT_GENERATE_EVENTS = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate,
                              functools.partial(_stream_events, REPLAY_EVENTS))
@@ -156,9 +176,26 @@ def _embeddings(name: str, mode: Mode) -> Target:
                   request=requests.embeddings, identify=_model_identity)
 
 
+@functools.cache
+def _tool_message() -> type[Any]:
+    # Imported on first use: the adapter is imported at enable(), possibly before LangChain.
+    from langchain_core.messages import ToolMessage
+
+    return ToolMessage
+
+
+def _tool_call_id(call: Call, result: Any) -> None:
+    """A hit's ToolMessage answers this call's tool call: it gets the call's ``tool_call_id`` (what ``run`` gives
+    the ToolMessage it makes), not the one of the call that stored it, which the conversation does not hold (an
+    OpenAI request pairing a tool result with no tool call of its own is rejected)."""
+    ident = call.kwargs.get("tool_call_id")
+    if ident is not None and isinstance(result, _tool_message()):
+        result.tool_call_id = ident
+
+
 def _tool(mode: Mode) -> Target:
     return Target(framework=FRAMEWORK, operation=EXECUTE_TOOL, name="tool", mode=mode, codec=codec.TOOL_RESULT,
-                  request=requests.tool, identify=_tool_identity)
+                  request=requests.tool, identify=_tool_identity, replay=_tool_call_id)
 
 
 TOOL_RUN = _tool(Mode.SYNC)
@@ -289,8 +326,9 @@ def patches() -> Iterable[Patch]:
     # there) gives one wrapper whether langgraph was imported before or after enable().
     yield Patch(RUNNER, "run_with_retry", target=NODE)
     yield Patch(RUNNER, "arun_with_retry", target=ANODE)
-    yield Patch("langchain.agents.factory", "create_agent", wrapper=_mark_agent)
-    yield Patch("langgraph.prebuilt.chat_agent_executor", "create_react_agent", wrapper=_mark_agent)
+    # rebind: the packages re-export the factories, and an application imports them by name, often before enable().
+    yield Patch("langchain.agents.factory", "create_agent", wrapper=_mark_agent, rebind=True)
+    yield Patch("langgraph.prebuilt.chat_agent_executor", "create_react_agent", wrapper=_mark_agent, rebind=True)
 
 
 _EMBEDDING_TARGETS = {method: _embeddings(method, mode) for method, mode in

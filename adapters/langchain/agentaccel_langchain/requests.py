@@ -1,8 +1,9 @@
 """Normalized requests: what changes an answer, in LangChain's own terms. For a chat model that is the messages
 (ids dropped, as LangChain's cache drops them, and earlier answers' ``usage_metadata``, which no provider is
 sent), the model's invocation parameters (``_get_invocation_params``, the same source LangChain's
-``_get_llm_string`` and LangSmith use) and the per-call keyword arguments that ``bind_tools``/
-``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the rest.
+``_get_llm_string`` and LangSmith use), its base URL (which server answers) and the per-call keyword arguments
+that ``bind_tools``/``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the
+rest.
 """
 
 from __future__ import annotations
@@ -15,11 +16,21 @@ from functools import partial
 from typing import Any
 
 from agentaccel import Call
+from agentaccel_langchain.providers import base_url
 
-#: Keyword arguments that steer LangChain itself, not the provider's answer.
+#: Keyword arguments that steer LangChain itself, not the provider's answer ("stop" is the call's own argument,
+#: which the request takes separately).
 _NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages", "input", "prompts", "prompt",
                          "run_managers", "new_arg_supported", "ls_structured_output_format",
                          "structured_output_format", "run_name", "run_id", "tags", "metadata"})
+#: The same for the model's own parameters, where "stop" is the model's stop sequences (``ChatOpenAI(stop=...)``),
+#: which are sent when the call gives none.
+_NOT_MODEL_PARAMS = _NOT_PARAMS - {"stop"}
+#: The dict and list fields every LangChain model has that steer LangChain, never the answer. The memo's snapshot
+#: keeps them as they are rather than deep-copying them: a callback handler holds locks, which deepcopy cannot
+#: copy, and so may anything in metadata. (The other such fields, cache, rate_limiter and verbose, are never
+#: deep-copied: they are not dicts or lists.)
+_NOT_ANSWER_FIELDS = frozenset({"callbacks", "metadata", "tags"})
 _MODEL_FIELDS = ("model", "model_name", "model_id", "deployment_name")
 
 
@@ -85,7 +96,8 @@ def _forget(key: int, _reference: object) -> None:
 
 def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's part of every request: its invocation parameters as JSON data (without the model's name and
-    what steers LangChain), and its model-name fields. For chat models the parameters are
+    what steers LangChain) with its base URL (the same model name on another server is another model), and its
+    model-name fields. For chat models the parameters are
     ``_get_invocation_params()``; text-completion models key LangChain's own cache on ``asdict()`` (their
     identifying parameters and type), which is what they have instead.
 
@@ -93,7 +105,8 @@ def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     microseconds, as long as a cache hit). Each call compares the model's field values with a copy taken when
     the part was computed, so a changed model recomputes, whether a field was set (``model.temperature = 0``) or
     a dict or list field was changed in place (``model.model_kwargs["seed"] = 1``: the copy is deep for those,
-    and ``==`` compares them deeply); a dead weak reference makes a reused id recompute."""
+    and ``==`` compares them deeply); a dead weak reference makes a reused id recompute. A model with a field
+    deepcopy cannot copy (outside :data:`_NOT_ANSWER_FIELDS`) is not kept: its part is computed on every call."""
     key = id(instance)
     values = tuple(vars(instance).values())
     found = _params.get(key)
@@ -102,14 +115,19 @@ def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     get = getattr(instance, "_get_invocation_params", None) or getattr(instance, "asdict", None) or instance.dict
     params = dict(get())
     models = {name: params.pop(name) for name in _MODEL_FIELDS if name in params}
-    part = jsonable({k: v for k, v in params.items() if k not in _NOT_PARAMS}), models
+    params["base_url"] = base_url(instance)
+    part = jsonable({k: v for k, v in params.items() if k not in _NOT_MODEL_PARAMS}), models
     try:
         reference = weakref.ref(instance, partial(_forget, key))
     except TypeError:  # not weak-referenceable: not kept
         return part
+    try:
+        snapshot = tuple(copy.deepcopy(v) if isinstance(v, (dict, list)) and name not in _NOT_ANSWER_FIELDS else v
+                         for name, v in zip(vars(instance), values, strict=True))
+    except Exception:  # a value deepcopy cannot copy (it holds a lock, or its __deepcopy__ fails): not kept
+        return part
     if len(_params) > 4096:  # models made per call: keep the memo bounded
         _params.clear()
-    snapshot = tuple(copy.deepcopy(v) if isinstance(v, (dict, list)) else v for v in values)
     _params[key] = (reference, snapshot, part)
     return part
 
@@ -126,7 +144,8 @@ def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any
     if model is None:
         model = next((getattr(instance, f) for f in _MODEL_FIELDS if isinstance(getattr(instance, f, None), str)),
                      None)
-    request["stop"] = stop
+    # The call's stop sequences replace the model's, as every partner's request payload does.
+    request["stop"] = base.get("stop") if stop is None else stop
     request["model"] = model
     request[key] = messages
     return request
@@ -182,10 +201,11 @@ def llm_stream(call: Call) -> dict[str, Any]:
 
 
 def embeddings(call: Call) -> dict[str, Any]:
-    """``embed_documents(texts)`` / ``embed_query(text)``: the model, its dimensions, the input."""
+    """``embed_documents(texts)`` / ``embed_query(text)``: the model, its base URL, its dimensions, the input."""
     instance = call.instance
     text = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
-    request: dict[str, Any] = {"input": list(text) if isinstance(text, list | tuple) else text}
+    request: dict[str, Any] = {"input": list(text) if isinstance(text, list | tuple) else text,
+                               "base_url": base_url(instance)}
     for name in (*_MODEL_FIELDS, "dimensions", "size"):
         value = getattr(instance, name, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
@@ -194,11 +214,12 @@ def embeddings(call: Call) -> dict[str, Any]:
 
 
 def tool(call: Call) -> dict[str, Any]:
-    """``BaseTool.run(tool_input, ...)``: the tool's arguments (a ToolCall's ``args``)."""
+    """``BaseTool.run(tool_input, ..., tool_call_id=None)``: the tool's arguments, and whether the call answers a
+    tool call. ``invoke`` passes a ToolCall's ``args`` and ``id`` that way, and with an id ``run`` returns the
+    result as a ToolMessage, without one as the tool's own value: the two shapes are two entries. The id itself
+    is new on every call, so it is not in the request; a hit carries the call's own (``patches._tool_call_id``)."""
     tool_input = call.args[0] if call.args else call.kwargs.get("tool_input")
-    if isinstance(tool_input, Mapping) and tool_input.get("type") == "tool_call":
-        tool_input = tool_input.get("args")
-    return {"arguments": jsonable(tool_input)}
+    return {"arguments": jsonable(tool_input), "tool_call": call.kwargs.get("tool_call_id") is not None}
 
 
 def graph(call: Call) -> dict[str, Any]:
