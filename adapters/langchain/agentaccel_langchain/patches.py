@@ -102,14 +102,17 @@ def _run_ids(call: Call, result: Any) -> None:
     """A hit's messages get the ids ``_generate_with_cache`` gives a fresh answer's messages, made from this
     call's run (``lc_run--<run id>-<index>``): the stored ones, from the run that made them, were dropped
     (``codec.RUN_ID_PREFIXES``). A message with an id of its own (the provider's) keeps it, as there."""
-    run_manager = _run_manager(call.args, call.kwargs)
+    _give_run_ids(result, _run_manager(call.args, call.kwargs), indexed=True)
+
+
+def _give_run_ids(result: Any, run_manager: Any, *, indexed: bool) -> None:
     if run_manager is None:
         return
     run = f"{codec.LC_ID_PREFIX}-{run_manager.run_id}"
     for index, generation in enumerate(result.generations):
         message = generation.message
         if message.id is None:
-            message.id = f"{run}-{index}"
+            message.id = f"{run}-{index}" if indexed else run
 
 
 def _stream_events(method: str, call: Call, result: Any) -> Any:
@@ -119,11 +122,7 @@ def _stream_events(method: str, call: Call, result: Any) -> Any:
     returns a coroutine. A message without an id gets the one its events carry, ``lc_run--<run id>``, which is
     also the id of a fresh answer made through v2 streaming (unlike :func:`_run_ids`, without an index)."""
     run_manager = _run_manager(call.args, call.kwargs)
-    if run_manager is not None:
-        run = f"{codec.LC_ID_PREFIX}-{run_manager.run_id}"
-        for generation in result.generations:
-            if generation.message.id is None:
-                generation.message.id = run
+    _give_run_ids(result, run_manager, indexed=False)
     replay = getattr(call.instance, method)
     return replay(result.generations, run_manager=run_manager,
                   **{k: v for k, v in call.kwargs.items() if k not in _GENERATE_ARGUMENTS})

@@ -72,7 +72,8 @@ def to_result(codec: Codec, stream: bool, data: Any, decode: Callable[[Any], Any
 
 
 def snapshot(codec: Codec, chunk: Any) -> bytes:
-    """One stream chunk's JSON (``call.collect`` of a stream the cache stores), made as the chunk passes."""
+    """The JSON of a result, or of one stream chunk (``call.collect`` of a stream the cache stores, made as the
+    chunk passes)."""
     return to_json(codec.encode(chunk))
 
 
@@ -82,7 +83,7 @@ def make_entry(codec: Codec, value: Any, stream: bool, duration: float, usage: M
     TypeError or ValueError for what is not JSON data orjson reads back unchanged."""
     # A copy of exact size: orjson's own bytes object keeps its whole growth buffer (10x a small value's size),
     # which L1 would hold for the entry's lifetime. (join makes one of exact size.)
-    text = b"[" + b",".join(value) + b"]" if stream else memoryview(to_json(codec.encode(value))).tobytes()
+    text = b"[" + b",".join(value) + b"]" if stream else memoryview(snapshot(codec, value)).tobytes()
     return Entry(text, stream, duration, _tokens(usage, "gen_ai.usage.input_tokens"),
                  _tokens(usage, "gen_ai.usage.output_tokens"), time.time() + ttl, tags)
 

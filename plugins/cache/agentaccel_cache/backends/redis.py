@@ -88,10 +88,10 @@ class RedisBackend:
         closes it while the loop still runs: its sockets are closed and nothing outlives the loop.
         """
         loop = asyncio.get_running_loop()
+        found = self._async.get(loop)  # every async L2 step asks: a dict read needs no lock
+        if found is not None:
+            return found[0]
         with self._async_lock:
-            found = self._async.get(loop)
-            if found is not None:
-                return found[0]
             stale = [closer for other, (_, closer) in self._async.items() if other.is_closed()]
         for closer in stale:  # a loop closed without shutdown_asyncgens: its client can only be dropped
             _finish(closer)
