@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from fnmatch import fnmatchcase
 from typing import Literal
 from urllib.parse import urlsplit
 
-from agentaccel import ConfigError
+from agentaccel import OPERATIONS, ConfigError
 
 OnBackendError = Literal["open", "closed"]
 
@@ -86,11 +87,15 @@ def check(section: LimitConfig) -> None:
             if value is not None and value < (0 if key == "max_queue" else 1):
                 raise ConfigError(f"{where}.{key}: must be at least {0 if key == 'max_queue' else 1}, got {value}")
         _positive(f"{where}.interval", rule.interval)
+        if rule.operation is not None and not any(fnmatchcase(op, rule.operation) for op in OPERATIONS):
+            raise ConfigError(f"{where}.operation: {rule.operation!r} matches no operation; use one of "
+                              f"{', '.join(sorted(OPERATIONS))}, or a glob of them")
         if rule.max_concurrency is None and rule.rate is None and rule.tokens_per_minute is None and not rule.adaptive:
             raise ConfigError(f"{where}: sets no limit; give it max_concurrency, rate (with interval), "
                               "tokens_per_minute or adaptive = true")
-        if rule.queue_timeout is not None and rule.queue_timeout < 0:
-            raise ConfigError(f"{where}.queue_timeout: must be >= 0 seconds, got {rule.queue_timeout}")
+        if rule.queue_timeout is not None and not (rule.queue_timeout >= 0 and math.isfinite(rule.queue_timeout)):
+            raise ConfigError(f"{where}.queue_timeout: must be a finite number of seconds >= 0 (leave it unset to "
+                              f"wait as long as it takes), got {rule.queue_timeout}")
 
 
 def _positive(where: str, value: float) -> None:

@@ -30,13 +30,13 @@ def rate_limited(error: BaseException | None) -> tuple[bool, float | None]:
 def _retry_after(headers: Any) -> float | None:
     if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
         return None
-    milliseconds = headers.get("retry-after-ms")
+    milliseconds = _header(headers, "retry-after-ms")
     if milliseconds is not None:
         try:
             return max(0.0, float(milliseconds) / 1000)
         except ValueError:
             pass
-    value = headers.get("retry-after")
+    value = _header(headers, "retry-after")
     if value is None:
         return None
     try:
@@ -48,6 +48,13 @@ def _retry_after(headers: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+def _header(headers: Any, name: str) -> Any:
+    value = headers.get(name)  # case-insensitive in httpx's, requests' and aiohttp's header types
+    if value is None and isinstance(headers, dict):  # a plain dict keeps the server's spelling ("Retry-After")
+        value = next((v for k, v in headers.items() if isinstance(k, str) and k.lower() == name), None)
+    return value
 
 
 class Aimd:

@@ -50,19 +50,22 @@ class Limit(Middleware):
         permits: list[Permit] = []
         leases: list[Lease] = []
         start = time.perf_counter()
-        queued = False
+        call.annotate("agentaccel.limit.queued", False)  # until it waits, here or in the backend's queue
+        queued = partial(call.annotate, "agentaccel.limit.queued", True)
         try:
             try:
                 for rule in rules:
                     limiter = self.limiters[rule.name]
                     got = limiter.acquire(tokens)
                     if isinstance(got, Waiter):
-                        queued = True
+                        queued()
                         timeout = rule.config.queue_timeout
                         got = yield Io(partial(got.wait, timeout), partial(got.wait_async, timeout))
                     permits.append(got)
+                    # counted as it is taken, as the finally below uncounts it even if a later rule refuses
+                    self.instruments.in_flight.add(1, {"agentaccel.limit.rule": limiter.name})
                     if self.backend is not None:
-                        lease = yield from self.backend.acquire(rule, limiter.capacity, start)
+                        lease = yield from self.backend.acquire(rule, limiter.capacity, start, queued)
                         if lease is not None:
                             leases.append(lease)
             except LimitExceeded as exc:
@@ -71,10 +74,7 @@ class Limit(Middleware):
             finally:
                 waited = time.perf_counter() - start
                 call.annotate("agentaccel.limit.wait_ms", round(waited * 1000, 3))
-                call.annotate("agentaccel.limit.queued", queued)
                 self.instruments.wait.record(waited, {"agentaccel.limit.rule": names})
-            for permit in permits:
-                self.instruments.in_flight.add(1, {"agentaccel.limit.rule": permit.limiter.name})
             outcome: Outcome = yield PROCEED
             if self.backend is not None:
                 for lease in reversed(leases):

@@ -71,11 +71,12 @@ class _Queued:
     """A call of this process waiting in a rule's Redis queue (renewed by the keeper). For a coroutine, the
     listener fires ``wakeup`` when a release granted it a lease (``granted``) or when it should try again."""
 
-    __slots__ = ("granted", "rule", "wakeup")
+    __slots__ = ("granted", "left", "rule", "wakeup")
 
     def __init__(self, rule: str) -> None:
         self.rule = rule
         self.granted = False
+        self.left = False  # its call gave up: see _attempt_async
         self.wakeup = Wakeup()
 
 
@@ -124,9 +125,11 @@ class RedisBackend:
 
     # --- called from the middleware's flow ---------------------------------------------------------------------
 
-    def acquire(self, rule: Rule, capacity: int | None, start: float) -> Generator[Io, Any, Lease | None]:
+    def acquire(self, rule: Rule, capacity: int | None, start: float,
+                waiting: Callable[[], None] | None = None) -> Generator[Io, Any, Lease | None]:
         """Yield the Io effects that take the rule's distributed permit; the lease, or None when the rule has
-        nothing to share or Redis failed and the rule falls back to its in-process limit."""
+        nothing to share or Redis failed and the rule falls back to its in-process limit. ``waiting`` is called
+        when the call has to wait."""
         config = rule.config
         if capacity is None and config.rate is None:
             return None  # tokens_per_minute alone is counted per process
@@ -134,15 +137,15 @@ class RedisBackend:
         keys = self.keys(rule.name)
         rate, interval = -1 if config.rate is None else config.rate, int(config.interval * 1000)
         args: list[str | int] = [member, -1 if capacity is None else capacity, self.lease_ms, rate, interval]
-        # A thread is told of its grant in its own list (it blocks there), a coroutine on this process's channel.
-        sync = partial(self._acquire, keys=keys, args=[*args, "", rule.name])
-        attempt = Io(sync, partial(self._in_thread, partial(self._acquire, keys=keys,
-                                                           args=[*args, self.channel, rule.name])))
         lease = Lease(rule.name, None if capacity is None else keys, member,
                       [member, self.lease_ms, rate, interval, rule.name])
-        deadline = None if config.queue_timeout is None else start + config.queue_timeout
         queued = _Queued(rule.name) if capacity is not None else None
-        granted = enqueued = False
+        # A thread is told of its grant in its own list (it blocks there), a coroutine on this process's channel.
+        sync = partial(self._acquire, keys=keys, args=[*args, "", rule.name])
+        attempt = Io(sync, partial(self._in_thread, partial(self._attempt_async, queued, lease, keys,
+                                                           [*args, self.channel, rule.name])))
+        deadline = None if config.queue_timeout is None else start + config.queue_timeout
+        granted = tried = False
         try:
             while True:
                 if not self.breaker.allow():
@@ -154,17 +157,20 @@ class RedisBackend:
                     with self._lock:
                         self._queued[member] = queued
                 try:
+                    tried = True  # from here Redis may hold a place for it, whether or not its reply arrives
                     got, wait_ms, *timed = yield attempt
+                    self.breaker.success()  # before returning a grant: a half-open probe's success closes it
                     granted = bool(got) or (queued is not None and queued.granted)
                     if granted:
                         return self._hold(lease)
-                    enqueued = True
                     timeout = wait_ms / 1000
                     if deadline is not None:
                         left = deadline - time.perf_counter()
                         if left <= 0:
                             raise self._timeout(rule, capacity)
                         timeout = min(timeout, left)
+                    if waiting is not None:
+                        waiting()
                     if queued is None or timed[0]:  # waiting for time alone (a rate window, a pause)
                         wakeup = queued.wakeup if queued is not None else Wakeup()
                         yield Io(partial(wakeup.wait, timeout), partial(wakeup.wait_async, timeout))
@@ -183,10 +189,19 @@ class RedisBackend:
             if queued is not None:
                 with self._lock:
                     self._queued.pop(member, None)
-                if enqueued and not granted and not self._stopped.is_set():
+                if tried and not granted and not self._stopped.is_set():
                     # timed out, cancelled, refused or cut off while queued: leave the queue on the keeper thread
                     # (giving back a lease a release may have granted meanwhile), never blocking this exit
+                    queued.left = True
                     self._jobs.put(self._releaser(lease))
+
+    def _attempt_async(self, queued: _Queued | None, lease: Lease, keys: list[str], args: list[str | int]) -> Any:
+        """acquire.lua for a coroutine, in the executor. A cancelled coroutine does not wait for this round trip,
+        so the release its exit sent may reach Redis before it: then leave the queue again, after it."""
+        got = self._acquire(keys=keys, args=args)
+        if queued is not None and queued.left:
+            self._jobs.put(self._releaser(lease))
+        return got
 
     def _blpop(self, key: str, timeout: float) -> bool:
         """Block this thread until a release tells it (True: granted) or ``timeout`` passes (False: try again)."""
@@ -207,11 +222,14 @@ class RedisBackend:
         return lease
 
     def give_back(self, lease: Lease) -> Generator[Io, Any, None]:
-        """Yield the Io that releases the lease at once (the next holder waits for it); if Redis fails, the
-        keeper thread tries again and the lease expires regardless."""
-        if not self._forget(lease) or not self.breaker.allow():
+        """Yield the Io that releases the lease at once (the next holder waits for it); if Redis fails, or the
+        breaker is open, the keeper thread sends it (else the place stays taken until the lease expires)."""
+        if not self._forget(lease):
             return
         release = self._releaser(lease)
+        if not self.breaker.allow():
+            self._jobs.put(release)
+            return
         try:
             yield Io(release, partial(self._in_thread, release))
         except BACKEND_ERRORS as exc:
@@ -305,11 +323,16 @@ class RedisBackend:
         period = self.lease_ms / 3000
         renew_at = time.monotonic() + period
         while True:
-            try:
-                job = self._jobs.get(timeout=max(0.0, renew_at - time.monotonic()))
-            except queue.Empty:
+            job: Callable[[], Any] | None
+            now = time.monotonic()
+            if now >= renew_at:  # due even while jobs keep coming: a backlog must not let live leases expire
                 job = self._renew_all
-                renew_at = time.monotonic() + period
+                renew_at = now + period
+            else:
+                try:
+                    job = self._jobs.get(timeout=renew_at - now)
+                except queue.Empty:
+                    continue
             if job is None:
                 return
             try:

@@ -132,3 +132,20 @@ def test_a_429_pauses_the_rule_and_is_counted(agentaccel_spans: SpanRecorder, mo
     seen = [p.value for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
             if m.name == "agentaccel.limit.rate_limited" for p in m.data.data_points]
     assert seen == [1]
+
+
+def test_retry_after_in_a_plain_dict_is_found_whatever_its_capitalisation() -> None:
+    # HTTP header names are case-insensitive; a duck-typed response's plain dict keeps the server's spelling
+    class Response:
+        status_code = 429
+        headers: ClassVar = {"Retry-After": "3"}
+
+    class Error(Exception):
+        response = Response()
+
+    class MsError(Exception):
+        status_code = 429
+        response: ClassVar = type("R", (), {"headers": {"Retry-After-Ms": "250", "Retry-After": "9"}})()
+
+    assert rate_limited(Error()) == (True, 3.0)
+    assert rate_limited(MsError()) == (True, 0.25)

@@ -35,6 +35,26 @@ def chat(model: str = "gpt-4o-mini", provider: str = "openai") -> Any:
                            framework="demo")
 
 
+@contextlib.contextmanager
+def one_held(rule: str) -> Iterator[Any]:
+    """A thread holding one permit of ``rule`` (through the tool ``hold``) until the block ends; yields ``hold``."""
+    release = threading.Event()
+
+    @agentaccel.accelerate
+    def hold() -> None:
+        release.wait(5)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    while in_flight(rule) != 1:
+        time.sleep(0.001)
+    try:
+        yield hold
+    finally:
+        release.set()
+        holder.join()
+
+
 def test_span_attributes_name_the_rule_and_the_wait(agentaccel_spans: SpanRecorder) -> None:
     agentaccel_spans.enable(limit={"rules": [{"name": "tools", "tool": "search", "max_concurrency": 1}]})
     release = threading.Event()
@@ -141,20 +161,9 @@ def test_a_call_matching_two_rules_takes_both_permits_in_the_global_order(agenta
 def test_limit_exceeded_reaches_the_caller_and_the_span(agentaccel_spans: SpanRecorder) -> None:
     agentaccel_spans.enable(limit={"rules": [{"name": "slow", "tool": "hold", "max_concurrency": 1,
                                               "queue_timeout": 0.05}]})
-    release = threading.Event()
-
-    @agentaccel.accelerate
-    def hold() -> None:
-        release.wait(5)
-
-    holder = threading.Thread(target=hold)
-    holder.start()
-    while in_flight("slow") != 1:
-        time.sleep(0.001)
-    with pytest.raises(LimitExceeded, match=r"limit rule 'slow' \(max_concurrency=1\): no permit after waiting"):
+    with one_held("slow") as hold, pytest.raises(
+            LimitExceeded, match=r"limit rule 'slow' \(max_concurrency=1\): no permit after waiting"):
         hold()
-    release.set()
-    holder.join()
     refused = [s for s in agentaccel_spans.spans() if s.attributes.get("error.type")]
     assert [s.attributes["error.type"] for s in refused] == ["LimitExceeded"]
     assert refused[0].attributes["agentaccel.limit.queued"] is True
@@ -322,3 +331,30 @@ def test_config_mistakes_name_the_rule_and_key(agentaccel_spans: SpanRecorder, r
 def test_a_bad_backend_url_is_a_config_error(agentaccel_spans: SpanRecorder) -> None:
     with pytest.raises(agentaccel.ConfigError, match=r"limit\.backend: expected a redis://"):
         agentaccel_spans.enable(limit={"backend": "http://example", "rules": [{"rate": 1}]})
+
+
+def test_in_flight_metric_stays_balanced_when_a_later_rule_refuses(agentaccel_spans: SpanRecorder) -> None:
+    agentaccel_spans.enable(limit={"rules": [{"name": "first", "tool": "*", "max_concurrency": 5},
+                                             {"name": "second", "tool": "*", "max_concurrency": 1,
+                                              "max_queue": 0}]})
+    with one_held("second") as hold, pytest.raises(LimitExceeded):  # took a permit of "first"; "second" refused
+        hold()
+    metrics = agentaccel_spans.metric_reader.get_metrics_data()
+    points = [p for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+              if m.name == "agentaccel.limit.in_flight" for p in m.data.data_points]
+    assert {p.attributes["agentaccel.limit.rule"]: p.value for p in points} == {"first": 0, "second": 0}
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_a_queue_timeout_that_is_not_a_number_of_seconds_is_a_config_error(agentaccel_spans: SpanRecorder,
+                                                                           value: float) -> None:
+    # inf made every waiting call fail inside the limiter and go on unlimited; unset is how to wait forever
+    with pytest.raises(agentaccel.ConfigError, match=r"limit\.rules\[0\] \('x'\)\.queue_timeout"):
+        agentaccel_spans.enable(limit={"rules": [{"name": "x", "max_concurrency": 1, "queue_timeout": value}]})
+
+
+def test_an_operation_that_matches_no_operation_is_a_config_error(agentaccel_spans: SpanRecorder) -> None:
+    with pytest.raises(agentaccel.ConfigError, match=r"limit\.rules\[0\] \('x'\)\.operation: 'chatt' matches no "
+                       r"operation; use one of chat, embeddings"):
+        agentaccel_spans.enable(limit={"rules": [{"name": "x", "operation": "chatt", "max_concurrency": 1}]})
+    agentaccel_spans.enable(limit={"rules": [{"name": "x", "operation": "invoke_*", "max_concurrency": 1}]})

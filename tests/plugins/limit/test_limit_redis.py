@@ -9,10 +9,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
+import redis
 from agentaccel_limit import LimitConfig, LimitExceeded, RuleConfig, snapshot
 from agentaccel_limit.redis_backend import Lease, RedisBackend
 from agentaccel_limit.rules import Rule
@@ -20,6 +22,7 @@ from limit_drive import adrive, drive
 
 import agentaccel
 from agentaccel.mockllm import MockLLM
+from agentaccel.testing.pytest_plugin import SpanRecorder
 from agentaccel.testing.redis_server import RedisServer
 
 WORKER = str(Path(__file__).with_name("limit_worker.py"))
@@ -327,3 +330,144 @@ def test_a_killed_process_gives_its_permits_back_within_the_lease(redis_server: 
         child.wait()
         if child.stdout is not None:
             child.stdout.close()
+
+
+def test_the_probe_that_finds_redis_back_closes_the_breaker(redis_server: RedisServer) -> None:
+    # A call granted at once by the half-open probe must close the breaker: otherwise every call but one per
+    # breaker_reset_seconds keeps being refused (closed rules) or unshared (open rules) with Redis back up.
+    b = backend(redis_server, breaker_failures=1, breaker_reset_seconds=0.05)
+    r = rule(max_concurrency=2, on_backend_error="closed")
+    try:
+        redis_server.stop()
+        with pytest.raises(LimitExceeded):
+            acquire(b, r)
+        redis_server.start()
+        until(lambda: b.breaker.state == "half-open")
+        lease = acquire(b, r)
+        assert lease is not None
+        assert b.breaker.state == "closed"
+        second = acquire(b, r)  # not refused as if Redis were still down
+        assert second is not None
+        for held in (lease, second):
+            drive(b.give_back(held))
+        assert b.client.zcard(b.keys("shared")[0]) == 0
+    finally:
+        b.close()
+
+
+def test_a_lease_given_back_while_the_breaker_is_open_is_still_released(redis_server: RedisServer) -> None:
+    b = backend(redis_server, breaker_failures=1, breaker_reset_seconds=60)
+    r = rule(max_concurrency=1)
+    leases = b.keys("shared")[0]
+    try:
+        lease = acquire(b, r)
+        assert lease is not None
+        b.breaker.failure()  # another call's round trip failed meanwhile: the breaker is open for a minute
+        drive(b.give_back(lease))
+        until(lambda: b.client.zcard(leases) == 0)  # not left to block the rule until the lease expires
+    finally:
+        b.close()
+
+
+def test_a_coroutine_cancelled_during_its_first_round_trip_leaves_no_place_behind(redis_server: RedisServer) -> None:
+    import asyncio
+
+    b = backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=3)
+    leases, _, _, queue, waiting = b.keys("shared")
+    script = b._acquire
+    sent, reply = threading.Event(), threading.Event()
+
+    def slow(**kwargs: Any) -> Any:  # a round trip still on its way when the coroutine is cancelled
+        sent.set()
+        reply.wait(5)
+        return script(**kwargs)
+
+    try:
+        held = acquire(b, r)
+        assert held is not None
+
+        async def cancelled() -> None:
+            b._acquire = slow  # type: ignore[method-assign]
+            task = asyncio.ensure_future(adrive(b.acquire(r, 1, time.perf_counter())))
+            while not sent.is_set():
+                await asyncio.sleep(0.001)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            b._acquire = script  # type: ignore[method-assign]
+            reply.set()  # the script runs now, after the call is gone: it joins the queue nonetheless
+
+        asyncio.run(cancelled())
+        until(lambda: b.client.zcard(queue) == 0 and b.client.hlen(waiting) == 0)
+        drive(b.give_back(held))
+        assert b.client.zcard(leases) == 0  # the place was not granted to the call that left
+        assert acquire(b, r) is not None
+    finally:
+        reply.set()
+        b.close()
+
+
+def test_a_round_trip_whose_reply_is_lost_leaves_no_place_behind(redis_server: RedisServer) -> None:
+    b = backend(redis_server)
+    r = rule(max_concurrency=1, queue_timeout=1)
+    leases, _, _, queue, _ = b.keys("shared")
+    script = b._acquire
+
+    def lost(**kwargs: Any) -> Any:  # the script ran, then the connection failed before its reply came back
+        script(**kwargs)
+        raise redis.TimeoutError("Timeout reading from socket")
+
+    try:
+        held = acquire(b, r)
+        assert held is not None
+        b._acquire = lost  # type: ignore[method-assign]
+        assert acquire(b, r) is None  # on_backend_error = "open": it goes on under the in-process limit
+        b._acquire = script  # type: ignore[method-assign]
+        until(lambda: b.client.zcard(queue) == 0)
+        drive(b.give_back(held))
+        assert b.client.zcard(leases) == 0  # not granted to that call, which will never give it back
+    finally:
+        b.close()
+
+
+def test_leases_are_renewed_while_the_keeper_has_a_backlog(redis_server: RedisServer) -> None:
+    # Releases and pauses queue up on the keeper (many calls timing out, a slow Redis): they must not starve the
+    # renewals, or a live holder's permit expires and another process takes it.
+    one, two = backend(redis_server, lease_seconds=1.5, backend_timeout=0.1), backend(redis_server)
+    try:
+        held = acquire(one, rule(max_concurrency=1))
+        assert held is not None
+        for _ in range(150):  # 3 s of slow jobs, always one waiting
+            one._jobs.put(partial(time.sleep, 0.02))
+        with pytest.raises(LimitExceeded):
+            acquire(two, rule(max_concurrency=1, queue_timeout=2.5))
+        one.release(held)
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_call_that_waited_for_a_shared_permit_is_marked_queued(agentaccel_spans: SpanRecorder,
+                                                                 redis_server: RedisServer) -> None:
+    agentaccel_spans.enable(limit={"backend": redis_server.url, "rules": [
+        {"name": "shared", "tool": "probe", "max_concurrency": 1, "queue_timeout": 5}]})
+    other = backend(redis_server)  # another process holds the only shared permit
+    queue = other.keys("shared")[3]
+    try:
+        held = acquire(other, rule(max_concurrency=1))
+        assert held is not None
+
+        @agentaccel.accelerate
+        def probe() -> str:
+            return "ok"
+
+        waiter = threading.Thread(target=probe)
+        waiter.start()
+        until(lambda: other.client.zcard(queue) == 1)
+        drive(other.give_back(held))
+        waiter.join(5)
+    finally:
+        other.close()
+    (span,) = agentaccel_spans.spans()
+    assert span.attributes["agentaccel.limit.queued"] is True  # it waited in Redis' queue, not in the process
