@@ -50,7 +50,13 @@ def _arguments_request(fn: Callable[..., Any]) -> Callable[[Call], Mapping[str, 
             if len(arguments) != len(parameters):
                 arguments = None  # a missing or an unknown argument: let bind() say which
         if arguments is None:
-            bound = signature.bind(*args, **kwargs)
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError:
+                # The function itself rejects such a call, and its TypeError is the caller's to see: raising here
+                # would make the middleware that read the request fail instead (no span). No "arguments" key, so
+                # this request never equals a bound one.
+                return {"function": function, "args": list(call.args), "kwargs": dict(call.kwargs)}
             bound.apply_defaults()
             arguments = dict(bound.arguments)
         if bound_first and call.instance is not None:

@@ -174,7 +174,12 @@ class Adapter:
                 return
             for patch in self.patches():
                 if patch.module == module.__name__:
-                    self._apply(module, patch, interceptor)
+                    try:
+                        self._apply(module, patch, interceptor)
+                    except Exception as exc:  # e.g. a lazy attribute whose optional dependency is missing: this
+                        # runs inside the user's `import`, which must not fail because of a patch
+                        self._problem(f"{patch.module}.{patch.qualname} could not be patched: "
+                                      f"{type(exc).__name__}: {exc}")
 
     def _apply(self, module: types.ModuleType, patch: Patch, interceptor: Callable[[Target], WrapperFn]) -> None:
         owner_path, _, attribute = patch.qualname.rpartition(".")

@@ -154,7 +154,13 @@ class Call:
         if target.identify is None:
             self.name, self.provider = target.name, target.provider
         else:
-            self.name, self.provider = target.identify(self)
+            try:
+                self.name, self.provider = target.identify(self)
+            except Exception as exc:  # the adapter's bug: the call goes on under the target's own name
+                from agentaccel._pipeline import isolate  # late: _pipeline imports this module
+
+                isolate(f"{target.framework} adapter's identify() for {target.operation}", exc)
+                self.name, self.provider = target.name, target.provider
 
     @property
     def framework(self) -> str:

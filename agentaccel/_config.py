@@ -115,10 +115,13 @@ def find_config_file(start: Path | None = None) -> Path | None:
 def _file_sections(path: Path) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read {path}: {exc}") from None
     if path.name == "pyproject.toml":
-        data = data.get("tool", {}).get("agentaccel", {})
+        tool = data.get("tool", {})
+        data = tool.get("agentaccel", {}) if isinstance(tool, dict) else {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: [tool.agentaccel] must be a table of sections, got {type(data).__name__}")
     return data
 
 
@@ -245,7 +248,7 @@ def _convert(value: Any, hint: Any, path: str, *, from_text: bool, origin: str =
     if origin_type is Literal:
         if from_text:  # an environment variable's text stands for the choice it spells
             value = next((a for a in args if str(a).lower() == str(value).strip().lower()), value)
-        if value in args:
+        if any(value == a and type(value) is type(a) for a in args):  # True == 1, but `true` is not the choice 1
             return value
         raise ConfigError(f"{where}: expected one of {', '.join(repr(a) for a in args)}, got {value!r}"
                           f"{_closest(str(value), {str(a): a for a in args})}")

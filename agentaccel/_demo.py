@@ -133,9 +133,15 @@ def run_demo(questions: int = 6, latency: float = 0.05) -> int:
     for root in children.get(None, []):
         show(root, 0)
     by_operation: dict[str, int] = {}
+    answered: dict[str, int] = {}  # calls a cache plugin answered without running them
     for span in spans:
         operation = str((span.attributes or {}).get("gen_ai.operation.name"))
         by_operation[operation] = by_operation.get(operation, 0) + 1
+        # The attribute the cache plugin sets; read by name, as that plugin need not be installed.
+        if (span.attributes or {}).get("agentaccel.cache.result") in ("hit", "coalesced"):
+            answered[operation] = answered.get(operation, 0) + 1
     print("\nspans by operation: " + ", ".join(f"{k}={v}" for k, v in sorted(by_operation.items())))
     print(f"mock LLM served {counters['chat_requests']} chat requests over {counters['connections']} connections")
+    if answered:  # otherwise more chat spans than requests served looks like lost requests
+        print("the cache answered (hit or coalesced): " + ", ".join(f"{k}={v}" for k, v in sorted(answered.items())))
     return 0

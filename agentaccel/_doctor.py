@@ -97,6 +97,8 @@ def run_checks(write: Callable[[str], None]) -> int:
     except ConfigError as exc:
         message = str(exc)
         report("configuration", lambda: (False, message))
+        # The other checks need a valid configuration, but the run still ends with its summary line.
+        write(f"{failures} problem(s) found")
         return 1
     report("configuration", lambda: (True, "valid; read from " + (", ".join(config.sources) or "defaults only")))
     for info in infos:

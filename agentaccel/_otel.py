@@ -65,8 +65,16 @@ def _names(var: str, default: str) -> list[str]:
 
 
 def _protocol(kind: str) -> str:
-    return (os.environ.get(f"OTEL_EXPORTER_OTLP_{kind}_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
-            or "http/protobuf").strip().lower()
+    return _protocol_setting(kind)[1]
+
+
+def _protocol_setting(kind: str) -> tuple[str, str]:
+    """(the variable that chose it, the protocol): the signal's own variable wins over the general one."""
+    for var in (f"OTEL_EXPORTER_OTLP_{kind}_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = os.environ.get(var)
+        if value:
+            return var, value.strip().lower()
+    return "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
 
 
 def exporter_names(export: Export) -> tuple[list[str], list[str]]:
@@ -97,16 +105,16 @@ def otlp_endpoint(kind: str) -> str:
 
 
 def _otlp_module(kind: str, module: str) -> Any:
-    protocol = _protocol(kind)
+    var, protocol = _protocol_setting(kind)
     if protocol == "grpc":
         try:
             return importlib.import_module(f"opentelemetry.exporter.otlp.proto.grpc.{module}")
         except ImportError:
-            raise ConfigError("OTLP over gRPC was asked for (OTEL_EXPORTER_OTLP_PROTOCOL=grpc) but its exporter is "
-                              "not installed: pip install 'agentaccel[grpc]', or use http/protobuf") from None
+            raise ConfigError(f"OTLP over gRPC was asked for ({var}=grpc) but its exporter is not installed: pip "
+                              "install 'agentaccel[grpc]', or use http/protobuf") from None
     if protocol == "http/protobuf":
         return importlib.import_module(f"opentelemetry.exporter.otlp.proto.http.{module}")
-    raise ConfigError(f"OTLP protocol {protocol!r} is not supported; use http/protobuf or grpc")
+    raise ConfigError(f"{var}={protocol!r} is not supported; use http/protobuf or grpc")
 
 
 def _otlp(kind: str, module: str, cls: str) -> Any:

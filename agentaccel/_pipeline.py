@@ -351,7 +351,10 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                 _fail(outcome, exc)
                 close = getattr(source, "close", None)
                 if close is not None:
-                    close()
+                    try:
+                        close()
+                    except BaseException as close_exc:  # the source's own clean-up failed: the call ends with
+                        _fail(outcome, close_exc)  # that, and the flows must still be told (a limiter's slot)
             effect = plan.send(outcome)
         else:
             effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
@@ -396,7 +399,10 @@ async def run_async_stream(
                 _fail(outcome, exc)
                 aclose = getattr(source, "aclose", None)
                 if aclose is not None:
-                    await aclose()
+                    try:
+                        await aclose()
+                    except BaseException as close_exc:  # its clean-up failed or was cancelled: as in the sync
+                        _fail(outcome, close_exc)  # driver, the call ends with that and the flows are told
             effect = plan.send(outcome)
         else:
             effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome

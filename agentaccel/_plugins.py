@@ -15,6 +15,7 @@ from typing import Any
 import pluggy
 
 from agentaccel import hookspecs
+from agentaccel._config import _closest
 
 log = logging.getLogger("agentaccel")
 
@@ -90,7 +91,24 @@ def discover() -> list[PluginInfo]:
         status = "disabled" if name in deny else "enabled"
         found.append(PluginInfo(name, "registered in code", status, plugin=plugin))
     found.extend(PluginInfo(name, "registered in code", "disabled", "unregistered") for name in sorted(_unregistered))
+    _warn_unknown(found, {"AGENTACCEL_PLUGINS": allow or set(), "AGENTACCEL_DISABLE_PLUGINS": deny})
     return found
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _warn_unknown(found: list[PluginInfo], lists: dict[str, set[str]]) -> None:
+    """Say so (once per name) when an allow or deny list names no plugin there is: a typo in it would otherwise
+    leave a plugin on that was meant to be off, or off that was meant to be on, without a word. A warning, not an
+    error: one setting is often shared by services that do not all have every plugin installed."""
+    known = {info.name: info for info in found}
+    for var, names in lists.items():
+        for name in sorted(names - known.keys()):
+            if (var, name) not in _warned:
+                _warned.add((var, name))
+                log.warning("agentaccel: %s names %r, which is no plugin here%s; plugins: %s", var, name,
+                            _closest(name, known), ", ".join(sorted(known)))
 
 
 def build_manager(infos: Iterable[PluginInfo]) -> pluggy.PluginManager:

@@ -88,7 +88,12 @@ def enable(*, tracer_provider: Any = None, meter_provider: Any = None, **section
     :param meter_provider: likewise for the ``gen_ai.client.operation.duration`` histogram.
     """
     global _current, _arguments
-    arguments = (tracer_provider, meter_provider, sections)
+    _check_provider("tracer_provider", tracer_provider, "get_tracer", "opentelemetry.sdk.trace.TracerProvider")
+    _check_provider("meter_provider", meter_provider, "get_meter", "opentelemetry.sdk.metrics.MeterProvider")
+    # Each section's mapping as it is now: a caller may change the dict it passed and call enable() again with it,
+    # and that is other arguments (and a later re-enable must not pick up a change nobody passed).
+    arguments = (tracer_provider, meter_provider,
+                 {name: dict(values) if isinstance(values, Mapping) else values for name, values in sections.items()})
     with _lock:
         if _current is not None:
             if _same(arguments, _arguments):
@@ -100,6 +105,14 @@ def enable(*, tracer_provider: Any = None, meter_provider: Any = None, **section
             raise ConfigError(str(exc)) from None  # the message says it all; the deep traceback would not help
         _current, _arguments = rt, arguments
         return rt
+
+
+def _check_provider(name: str, value: Any, method: str, example: str) -> None:
+    # Checked here, not where a plugin first uses it: there a wrong object (a Tracer for a TracerProvider) would
+    # fail that plugin's configure, which is logged and skipped, and agentaccel would run with no spans.
+    if value is not None and not callable(getattr(value, method, None)):
+        raise ConfigError(f"enable({name}=...) expects an OpenTelemetry provider with {method}() (such as "
+                          f"{example}), got {type(value).__name__}; pass the provider, not one of its products")
 
 
 def _same(a: tuple[Any, ...], b: tuple[Any, ...] | None) -> bool:

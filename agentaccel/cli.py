@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agentaccel._errors import ConfigError
+from agentaccel._errors import AgentAccelError
 
 BOOTSTRAP = str(Path(__file__).parent / "_bootstrap")
 
@@ -35,7 +36,7 @@ def _run(args: argparse.Namespace) -> int:
 
     try:
         agentaccel.enable()  # what the program's start-up will do: a mistake is reported before it starts
-    except ConfigError as exc:
+    except AgentAccelError as exc:  # a ConfigError, or a PluginError such as a middleware order cycle
         print(f"agentaccel run: {exc}", file=sys.stderr)
         return 2
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [BOOTSTRAP, env.get("PYTHONPATH")]))
@@ -52,11 +53,12 @@ def _plugins(args: argparse.Namespace) -> int:
     report = plugins_report()
     if args.json:
         print(json.dumps(report, indent=2))
-        return 0
-    from agentaccel._report import format_report
+    else:
+        from agentaccel._report import format_report
 
-    print(format_report(report))
-    return 0
+        print(format_report(report))
+    # The report is still worth reading, but a script checking the setup must see that nothing was enabled.
+    return 2 if report["config_error"] else 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
@@ -90,9 +92,30 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("command", nargs=argparse.REMAINDER, help="the program and its arguments, after --")
 
 
+# argparse types: a bad value is a usage error (exit 2) naming the option, not a traceback from the demo.
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, got {text!r}")
+    return value
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--questions", type=int, default=6, help="how many questions the agent answers")
-    parser.add_argument("--latency", type=float, default=0.05, help="seconds each mock LLM call takes")
+    parser.add_argument("--questions", type=_positive_int, default=6, help="how many questions the agent answers")
+    parser.add_argument("--latency", type=_seconds, default=0.05, help="seconds each mock LLM call takes")
 
 
 def _add_flag(parser: argparse.ArgumentParser, flag: str, help_text: str) -> None:
@@ -111,12 +134,27 @@ BUILTIN: list[tuple[str, str, Callable[[argparse.ArgumentParser], None], Runner]
 ]
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser, which rejects arguments it does not know with its own usage.
+
+    argparse hands them up to the top-level parser, whose usage (``agentaccel ... COMMAND``) does not show the
+    subcommand's options. Subparsers a command adds (``cache stats``) are of this class too, so the innermost
+    one reports."""
+
+    def parse_known_args(self, args: Iterable[str] | None = None, namespace: Any = None) -> tuple[Any, list[str]]:
+        parsed, extra = super().parse_known_args(args, namespace)
+        if extra:
+            self.error(f"unrecognized arguments: {' '.join(extra)}")
+        return parsed, extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     from agentaccel import __version__
 
     parser = argparse.ArgumentParser(prog="agentaccel", description="Accelerate and observe agent frameworks.")
     parser.add_argument("--version", action="version", version=f"agentaccel {__version__}")
-    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="subcommand", metavar="COMMAND", required=True,
+                                     parser_class=_CommandParser)
     for name, help_text, add_arguments, run in BUILTIN + _plugin_commands():
         sub = commands.add_parser(name, help=help_text, description=help_text)
         add_arguments(sub)
@@ -144,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Any = args.handler
     try:
         return int(handler(args))
-    except ConfigError as exc:
+    except AgentAccelError as exc:  # the message says what to fix; a traceback would not help
         print(f"agentaccel: {exc}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ semantic conventions, and the ``gen_ai.client.operation.duration`` histogram."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -266,8 +267,15 @@ def check_exporter(export: Export) -> tuple[bool, str]:
     from agentaccel._doctor import check_endpoint
 
     if not export_requested(export):
-        return True, ("no exporter configured: spans go to a TracerProvider the application sets up; set "
-                      "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) to have agentaccel export them")
+        # Say what turned export off: when an endpoint is set, "set OTEL_EXPORTER_OTLP_ENDPOINT" would mislead.
+        if export == "none":
+            reason = "export turned off by tracing.export = 'none'"  # the configuration check says where from
+        elif os.environ.get("OTEL_TRACES_EXPORTER", "").strip():
+            reason = "export turned off by OTEL_TRACES_EXPORTER=none"
+        else:
+            return True, ("no exporter configured: spans go to a TracerProvider the application sets up; set "
+                          "OTEL_EXPORTER_OTLP_ENDPOINT (or OTEL_TRACES_EXPORTER) to have agentaccel export them")
+        return True, f"{reason}: spans go to a TracerProvider the application sets up"
     try:
         spans, _ = exporter_names(export)
     except ConfigError as exc:

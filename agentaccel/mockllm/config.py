@@ -180,6 +180,13 @@ def _seconds(name: str, value: object) -> float:
     return float(value)
 
 
+def check_port(port: object) -> int:
+    """A TCP port to bind, checked up front: socket.bind() would raise OverflowError, not an OSError."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}")
+    return port
+
+
 def _positive_int(name: str, value: object, optional: bool) -> int | None:
     if value is None and optional:
         return None

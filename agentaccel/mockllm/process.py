@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Unpack
 
-from .config import Config, MockLLMSettings
+from .config import Config, MockLLMSettings, check_port
 
 
 class MockLLMProcess:
@@ -50,7 +50,7 @@ class MockLLMProcess:
         )
         self._script = list(script) if script is not None else None
         self.host = host
-        self._requested_port = port
+        self._requested_port = check_port(port)
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._proc: subprocess.Popen[bytes] | None = None

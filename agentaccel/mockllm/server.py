@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple, Unpack
 
-from .config import Config, MockLLMSettings, Script
+from .config import Config, MockLLMSettings, Script, check_port
 from .handler import MockHTTPServer
 
 COUNTER_NAMES = (
@@ -47,7 +47,7 @@ class MockLLM:
         chunk_words: int = 1,
     ) -> None:
         self.host = host
-        self._requested_port = port
+        self._requested_port = check_port(port)
         settings: dict[str, object] = {
             "latency": latency,
             "max_concurrency": max_concurrency,

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,37 @@ def test_a_patch_that_cannot_be_set_is_skipped_and_the_rest_applied(
     assert adapter.patched() == [f"{MODELS}.Base.run"]
     assert mod.Base().run(1) == "run:1"
     assert span_names(agentaccel_spans) == ["invoke_agent Base.run"]
+
+
+def test_a_patch_that_fails_when_the_framework_is_imported_never_breaks_the_import(
+    agentaccel_spans: SpanRecorder, register: Register, forget_modules: Callable[[str], None], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Frameworks resolve some attributes lazily, and an optional dependency that is missing raises ImportError
+    # there. The user's `import` must still work, and the adapter's other patches still apply.
+    (tmp_path / "lazyframework.py").write_text(textwrap.dedent("""
+        class Model:
+            def run(self, x):
+                return f"run:{x}"
+
+
+        def __getattr__(name):
+            raise ImportError(f"{name} needs an optional dependency")
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    forget_modules("lazyframework")
+    adapter = FakeAdapter([Patch("lazyframework", "Optional.run", target=target("Optional.run")),
+                           Patch("lazyframework", "Model.run", target=target("Model.run"))])
+    register(AdapterPlugin(adapter), "fake")
+
+    lazyframework = importlib.import_module("lazyframework")
+
+    assert adapter.patched() == ["lazyframework.Model.run"]
+    assert len(adapter.problems) == 1
+    assert "lazyframework.Optional.run" in adapter.problems[0]
+    assert "Optional needs an optional dependency" in adapter.problems[0]
+    assert lazyframework.Model().run(1) == "run:1"
+    assert span_names(agentaccel_spans) == ["invoke_agent Model.run"]
 
 
 BROKEN_ADAPTER_SCRIPT = """

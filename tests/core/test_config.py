@@ -293,6 +293,25 @@ def test_a_file_that_is_not_toml(widget: Path) -> None:
     assert str(widget / "agentaccel.toml") in message
 
 
+def test_a_file_that_is_not_utf8(widget: Path) -> None:
+    # TOML is UTF-8; a file saved as Latin-1 is the user's to fix, so it is a ConfigError like any other mistake.
+    (widget / "agentaccel.toml").write_bytes('[widget]\nlabel = "café"\n'.encode("latin-1"))
+    message = enable_error()
+    assert message.startswith(f"cannot read {widget / 'agentaccel.toml'}: ")
+
+
+def test_a_pyproject_tool_agentaccel_that_is_not_a_table(widget: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (widget / "pyproject.toml").write_text('[tool]\nagentaccel = "widget"\n')
+    monkeypatch.setenv("AGENTACCEL_CONFIG", str(widget / "pyproject.toml"))
+    assert enable_error() == f"{widget / 'pyproject.toml'}: [tool.agentaccel] must be a table of sections, got str"
+
+
+def test_a_bool_is_not_a_number_choice(widget: Path) -> None:
+    # `level = true` in a file is not `level = 1`, although True == 1 in Python.
+    (widget / "agentaccel.toml").write_text("[widget]\nlevel = true\n")
+    assert enable_error().endswith("key widget.level: expected one of 1, 2, 3, got True")
+
+
 # --- deny-listed plugins -------------------------------------------------------------------------------------------
 
 

@@ -159,3 +159,16 @@ def test_python_examples_are_valid_python(page: Path) -> None:
             ast.parse(textwrap.dedent(match["body"]))
         except SyntaxError as exc:
             pytest.fail(f"docs/{page.name}:{line}: the Python example does not parse: {exc}")
+
+
+@pytest.mark.parametrize(("variable", "value"), [("OTEL_TRACES_EXPORTER", "zipkin"),
+                                                 ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")])
+def test_the_exporter_errors_the_configuration_reference_quotes_are_the_codes(
+        variable: str, value: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentaccel._otel import exporter_names  # what enable() checks when it would set the SDK up
+
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(agentaccel.ConfigError) as caught:
+        exporter_names("auto")
+    assert f"`{caught.value}`" in read(DOCS / "configuration.md")
+

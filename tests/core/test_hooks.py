@@ -268,7 +268,13 @@ FAILED_BUILT_IN_SCRIPT = textwrap.dedent("""
 
     import agentaccel
 
-    agentaccel.enable(meter_provider=object())  # tracing's agentaccel_register_middleware raises with this
+
+    class Broken:
+        def get_meter(self, *args, **kwargs):
+            raise RuntimeError("broken")  # tracing's agentaccel_register_middleware raises with this
+
+
+    agentaccel.enable(meter_provider=Broken())
     first = {p.name: p.status for p in agentaccel.runtime().plugins}["tracing"]
     rt = agentaccel.enable()  # fixed: other arguments, so enable() starts over
     print(json.dumps({"first": first, "then": {p.name: p.status for p in rt.plugins}["tracing"],
@@ -467,6 +473,24 @@ def test_deny_listing_a_plugin_registered_in_code(register: Register, monkeypatc
     assert mw.calls == []
 
 
+def test_a_list_naming_no_plugin_is_warned_about_once(monkeypatch: pytest.MonkeyPatch,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # A typo in the deny list leaves the plugin on: the user must hear of it.
+    monkeypatch.setenv("AGENTACCEL_DISABLE_PLUGINS", "threads,tracng-typo")
+    agentaccel.disable()
+    with caplog.at_level("WARNING", logger="agentaccel"):
+        rt = agentaccel.enable()
+        agentaccel.disable()
+        agentaccel.enable()
+
+    warnings = [r.getMessage() for r in caplog.records if "tracng-typo" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "AGENTACCEL_DISABLE_PLUGINS names 'tracng-typo', which is no plugin here (did you mean 'tracing'?)" \
+        in warnings[0]
+    assert status(rt, "tracing")[0] == "enabled"
+    assert status(rt, "threads")[0] == "disabled"
+
+
 def test_the_allow_list_is_for_entry_point_plugins_only(register: Register,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     mw = Recorder("mine-mw")
@@ -499,6 +523,37 @@ def test_enable_is_idempotent_for_the_same_arguments(register: Register) -> None
     assert agentaccel.runtime() is second
     assert log == ["configure counted", "unconfigure counted", "configure counted"]
     assert agentaccel.enable() is second
+
+
+def test_enable_again_with_a_mapping_changed_since_applies_the_change(register: Register) -> None:
+    audit = Audit()
+    register(audit, "audit")
+    settings = {"path": "first.log"}
+    agentaccel.enable(audit=settings)
+
+    settings["path"] = "second.log"  # the same dict object, with other contents: other arguments
+    agentaccel.enable(audit=settings)
+    assert audit.config == AuditConfig(path="second.log")
+
+    settings["path"] = "third.log"  # not passed again: a re-enable keeps what enable() was given
+    agentaccel.register_plugin(Lifecycle("late", []), "late")
+    try:
+        assert audit.config == AuditConfig(path="second.log")
+    finally:
+        agentaccel.unregister_plugin("late")
+
+
+@pytest.mark.parametrize("argument", ["tracer_provider", "meter_provider"])
+def test_enable_with_something_else_than_a_provider_says_so_and_enables_nothing(argument: str) -> None:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.trace import TracerProvider
+
+    products = {"tracer_provider": TracerProvider().get_tracer("app"),  # the easy mistake: a product of one
+                "meter_provider": MeterProvider().get_meter("app")}
+    with pytest.raises(agentaccel.ConfigError, match=rf"enable\({argument}=\.\.\.\) expects an OpenTelemetry "
+                       rf"provider with get_(tracer|meter)\(\).*got (Tracer|Meter)"):
+        agentaccel.enable(**{argument: products[argument]})
+    assert agentaccel.runtime() is None
 
 
 def test_register_plugin_while_enabled_takes_effect_at_once() -> None:

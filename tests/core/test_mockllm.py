@@ -635,3 +635,16 @@ def test_cli_arguments_and_bad_script(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text(json.dumps([{"match": "x"}]))
     assert main(["--port", "0", "--script", str(bad)]) == 2
     assert "rule 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("port", ["99999", "-1"])
+def test_cli_rejects_a_port_out_of_range(port: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import agentaccel.cli
+
+    # socket.bind() raises OverflowError for these, which is not an OSError: checked before binding.
+    assert agentaccel.cli.main(["mock-llm", "--port", port]) == 2
+    assert capsys.readouterr().err == (
+        f"mock-llm: port must be an integer from 0 to 65535 (0 picks a free one), got {port}\n"
+    )
+    with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
+        MockLLMProcess(port=70000)  # before a child is started that could never report its port

@@ -613,6 +613,69 @@ def test_an_exception_mid_stream_ends_the_span_with_an_error(
     assert outer.outcomes[0].error is error
 
 
+def test_a_sync_stream_whose_source_fails_to_close_still_ends_its_span(agentaccel_spans: Any,
+                                                                         register: Register) -> None:
+    # The consumer stops early and the source's own clean-up raises: the caller gets that error, as without
+    # agentaccel, and the span and every middleware still see the call end (a limiter releases its slot).
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    error = RuntimeError("cleanup failed")
+
+    @agentaccel.accelerate(name="numbers")
+    def numbers() -> Iterator[int]:
+        try:
+            yield from range(10)
+        finally:
+            raise error
+
+    stream = numbers()
+    assert next(stream) == 0
+    with pytest.raises(RuntimeError) as caught:
+        stream.close()  # type: ignore[attr-defined]
+
+    assert caught.value is error
+    assert outer.outcomes[0].error is error
+    span = agentaccel_spans.span("execute_tool numbers")
+    assert span.status.status_code is StatusCode.ERROR
+    assert span.attributes["error.type"] == "RuntimeError"
+    assert span.attributes["agentaccel.stream.chunks"] == 1
+
+
+def test_an_async_stream_cancelled_while_its_source_closes_still_ends_its_span(agentaccel_spans: Any,
+                                                                                register: Register) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer), "recorder")
+    closing = asyncio.Event()
+
+    @agentaccel.accelerate(name="numbers")
+    async def numbers() -> Any:
+        try:
+            for i in range(10):
+                yield i
+        finally:
+            closing.set()
+            await asyncio.Event().wait()  # a clean-up that waits (closing a connection) until cancelled
+
+    async def main() -> None:
+        async def read_one_and_close() -> None:
+            stream = numbers()
+            await stream.__anext__()
+            await stream.aclose()
+
+        task = asyncio.create_task(read_one_and_close())
+        await closing.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+
+    assert isinstance(outer.outcomes[0].error, asyncio.CancelledError)
+    span = agentaccel_spans.span("execute_tool numbers")
+    assert span.attributes["error.type"] == "CancelledError"
+    assert span.attributes["agentaccel.stream.chunks"] == 1
+
+
 # --- the context effects run in ---------------------------------------------------------------------------------
 
 
@@ -1042,6 +1105,38 @@ def test_the_default_request_is_the_bound_arguments(register: Register) -> None:
     function = f"{__name__}.test_the_default_request_is_the_bound_arguments.<locals>.search"
     assert requests[0] == requests[1] == {"function": function, "arguments": {"query": "otel", "limit": 10}}
     assert requests[2]["arguments"] == {"url": "https://example.invalid"}  # self left out
+
+
+def test_a_call_with_arguments_its_signature_rejects_is_the_callers_error_not_a_plugins(
+        agentaccel_spans: Any) -> None:
+    # The default request binds the arguments; a call the signature rejects fails in the function itself, and
+    # its span records that, rather than the tracing plugin failing on the request and recording nothing.
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="model")
+    def chat(prompt: str) -> str:
+        return prompt
+
+    before = agentaccel.plugin_failures()
+    with pytest.raises(TypeError):
+        chat("hi", "unexpected")  # type: ignore[call-arg]
+
+    assert failures_since(before) == {}
+    span = agentaccel_spans.span("chat model")
+    assert span.attributes["error.type"] == "TypeError"
+
+
+def test_an_adapters_identify_that_raises_never_fails_the_call(agentaccel_spans: Any) -> None:
+    def identify(call: agentaccel.Call) -> tuple[str, str | None]:
+        raise KeyError("model_name")  # an adapter's bug, say a framework release that renamed a field
+
+    target = agentaccel.Target(framework="fake", operation=agentaccel.CHAT, name="model", mode=Mode.SYNC,
+                               provider="openai", identify=identify)
+    before = agentaccel.plugin_failures()
+
+    assert interceptor(target)(lambda x: x * 2, None, (21,), {}) == 42
+
+    assert failures_since(before) == {"fake adapter's identify() for chat": 1}
+    span = agentaccel_spans.span("chat model")  # the target's own name and provider
+    assert span.attributes["gen_ai.provider.name"] == "openai"
 
 
 def test_a_stream_started_before_disable_finishes_through_its_pipeline(agentaccel_spans: Any) -> None:

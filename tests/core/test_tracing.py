@@ -653,3 +653,23 @@ def test_llm_instrumentations_underneath_a_model_call_are_told_it_is_recorded(ag
     assert tool("hi") == "HI"  # only model calls suppress: a tool's client call is its own operation
     assert sorted(s.name for s in agentaccel_spans.spans()) == ["execute_tool tool", "openai.chat"]
     assert trace.get_current_span() is trace.INVALID_SPAN
+
+
+@pytest.mark.parametrize("grpc_installed", [True, False])
+def test_an_otlp_protocol_mistake_names_the_variable_that_was_set(grpc_installed: bool,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentaccel._otel import exporter_names
+
+    monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")  # the general one, overridden for traces
+    if grpc_installed:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/json")
+        expected = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='http/json' is not supported"
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc")
+        # None in sys.modules makes the import fail as it does where the gRPC exporter is not installed
+        monkeypatch.setitem(sys.modules, "opentelemetry.exporter.otlp.proto.grpc.trace_exporter", None)
+        expected = "OTLP over gRPC was asked for (OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=grpc) but its exporter is not"
+    with pytest.raises(agentaccel.ConfigError) as caught:
+        exporter_names("auto")
+    assert str(caught.value).startswith(expected)

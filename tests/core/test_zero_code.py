@@ -7,9 +7,12 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import agentaccel
+from agentaccel.cli import main
 from agentaccel.testing.otlp_receiver import OTLPReceiver
 
 pytestmark = pytest.mark.slow
@@ -140,4 +143,28 @@ def test_agentaccel_run_reports_an_exporter_mistake_before_starting(subprocess_e
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "the program ran" not in result.stdout
-    assert "OTLP protocol 'http/json' is not supported; use http/protobuf or grpc" in result.stderr
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported; use http/protobuf or grpc" in result.stderr
+
+
+class _Named(agentaccel.Middleware):
+    def __init__(self, name: str, before: tuple[str, ...]) -> None:
+        self.name, self.before = name, before
+
+
+class _CyclicOrder:
+    """Two middleware that each ask to run outside the other: enable() raises a PluginError."""
+
+    @agentaccel.hookimpl
+    def agentaccel_register_middleware(self, register: Any) -> None:
+        register(_Named("first", ("second",)))
+        register(_Named("second", ("first",)))
+
+
+def test_agentaccel_run_reports_a_plugin_error_before_starting(register: Any,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    # In this process, as the command runs: a program that does not exist would only be reached (status 127) if
+    # enable() succeeded, so nothing is executed either way.
+    register(_CyclicOrder(), "cyclic")
+    assert main(["run", "--", "no-such-program-xyz"]) == 2
+    assert capsys.readouterr().err == ("agentaccel run: middleware order has a cycle among: first, second; check "
+                                       "their before/after\n")
