@@ -57,7 +57,9 @@ def decode_message(data: Any) -> Any:
 
 
 @functools.cache
-def _constructible() -> dict[str, Any]:
+def constructible() -> dict[str, Any]:
+    """The message classes a stored entry may name, by type: imported on first use (the adapter is imported at
+    enable(), possibly before LangChain)."""
     from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
 
     return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk, "tool": ToolMessage}
@@ -97,7 +99,7 @@ def rebuild_message(data: Any) -> Any:
     such data the instance is assembled as ``model_construct`` would assemble it, without its per-field loop
     (1.3 us against 3.2 us for an AIMessage); anything else goes through ``model_construct``. A test holds the
     two equal."""
-    cls = _constructible().get(data["type"])
+    cls = constructible().get(data["type"])
     if cls is None:
         return decode_message(data)
     fields = data["data"]

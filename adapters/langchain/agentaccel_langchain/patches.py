@@ -175,20 +175,12 @@ def _embeddings(name: str, mode: Mode) -> Target:
                   request=requests.embeddings, identify=_model_identity)
 
 
-@functools.cache
-def _tool_message() -> type[Any]:
-    # Imported on first use: the adapter is imported at enable(), possibly before LangChain.
-    from langchain_core.messages import ToolMessage
-
-    return ToolMessage
-
-
 def _tool_call_id(call: Call, result: Any) -> None:
     """A hit's ToolMessage answers this call's tool call: it gets the call's ``tool_call_id`` (what ``run`` gives
     the ToolMessage it makes), not the one of the call that stored it, which the conversation does not hold (an
     OpenAI request pairing a tool result with no tool call of its own is rejected)."""
     ident = call.kwargs.get("tool_call_id")
-    if ident is not None and isinstance(result, _tool_message()):
+    if ident is not None and isinstance(result, codec.constructible()["tool"]):
         result.tool_call_id = ident
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from fnmatch import fnmatchcase
 from typing import Any
 from urllib.parse import urlsplit
 
-from agentaccel import ConfigError
+from agentaccel import OPERATIONS, ConfigError
 
 MiB = 1 << 20
 
@@ -83,6 +84,10 @@ def check(config: CacheConfig) -> None:
     if config.breaker_failures < 1:
         raise ConfigError(f"cache.breaker_failures: must be >= 1, got {config.breaker_failures}")
     for index, rule in enumerate(config.rules):
+        if not any(fnmatchcase(operation, rule.operation) for operation in OPERATIONS):
+            # A glob, but over six names: one that matches none of them is a typo, and would match no call.
+            raise ConfigError(f"cache.rules[{index}].operation: {rule.operation!r} matches no operation; use one "
+                              f"of {', '.join(sorted(OPERATIONS))}, or a glob of them")
         if rule.ttl is not None:
             try:
                 seconds(rule.ttl)

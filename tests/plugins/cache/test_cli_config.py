@@ -95,6 +95,9 @@ def test_cli_reports_an_unreachable_backend(capsys: pytest.CaptureFixture[str]) 
     ({"rules": [{"name": "x", "ttl": -5}]}, "cache.rules[0].ttl"),
     ({"rules": [{"name": "x", "enabled": "yes"}]}, "cache.rules[0].enabled"),
     ({"backnd": "redis://x"}, "did you mean 'backend'"),
+    # A glob over six names: one matching none of them is a typo that would otherwise match no call, silently.
+    ({"rules": [{"operation": "chatt", "ttl": 5}]}, "cache.rules[0].operation: 'chatt' matches no operation; use "
+                                                    "one of chat, embeddings, execute_tool, invoke_agent"),
 ])
 def test_config_errors_name_the_key(section: dict[str, Any], message: str) -> None:
     with pytest.raises(agentaccel.ConfigError) as raised:
