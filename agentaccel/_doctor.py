@@ -92,14 +92,16 @@ def run_checks(write: Callable[[str], None]) -> int:
         failures += not ok
         write(f"[{'ok' if ok else 'FAIL'}] {title}: {message}")
 
+    def summary() -> int:
+        write(f"{failures} problem(s) found" if failures else "all checks passed")
+        return 1 if failures else 0
+
     try:
         pm, infos, _, config = load_configuration({})
     except ConfigError as exc:
         message = str(exc)
         report("configuration", lambda: (False, message))
-        # The other checks need a valid configuration, but the run still ends with its summary line.
-        write(f"{failures} problem(s) found")
-        return 1
+        return summary()  # the other checks need a valid configuration
     report("configuration", lambda: (True, "valid; read from " + (", ".join(config.sources) or "defaults only")))
     for info in infos:
         if info.status == "failed":
@@ -110,8 +112,4 @@ def run_checks(write: Callable[[str], None]) -> int:
     _call_each(pm, {info.name: info for info in infos}, "agentaccel_doctor", collect=extra, config=config)
     for title, check in extra:
         report(title, check)
-    write(f"{failures} problem(s) found" if failures else "all checks passed")
-    return 1 if failures else 0
-
-
-
+    return summary()
