@@ -152,7 +152,8 @@ class Call:
         self.collect: bool | Callable[[Any], Any] = False
         self._request: Mapping[str, Any] | None = None
         if target.identify is None:
-            self.name, self.provider = target.name, target.provider
+            self.name = target.name
+            self.provider = target.provider
         else:
             try:
                 self.name, self.provider = target.identify(self)

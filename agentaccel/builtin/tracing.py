@@ -173,7 +173,8 @@ class Tracing(Middleware):
                                          start_time=began)
             elif merged and recording:
                 span.set_attributes(merged)  # one pass for everything known at the end (see chained())
-            _failed(span, error, error_type)
+            if error_type is not None:
+                _failed(span, error, error_type)
         finally:
             if span is not None:
                 span.end()
@@ -192,8 +193,8 @@ def _span_context(span: trace.Span, model: bool) -> Context:
     return set_value(SUPPRESS_MODEL_INSTRUMENTATION, True, context) if model else context
 
 
-def _failed(span: trace.Span, error: BaseException | None, error_type: str | None) -> None:
-    if error is not None and error_type is not None:
+def _failed(span: trace.Span, error: BaseException | None, error_type: str) -> None:
+    if error is not None:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, str(error) or error_type))
 

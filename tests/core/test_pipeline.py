@@ -7,6 +7,7 @@ import asyncio
 import functools
 import gc
 import inspect
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -165,6 +166,21 @@ class ShortCircuit(Middleware):
         self.outcomes.append(outcome)
 
 
+class Plain(Middleware):
+    """A flow that is a plain method: it returns ``decision`` (or raises it) and never sees the outcome."""
+
+    def __init__(self, name: str, decision: Any) -> None:
+        self.name = name
+        self.decision = decision
+        self.calls = 0
+
+    def flow(self, call: agentaccel.Call) -> Any:
+        self.calls += 1
+        if isinstance(self.decision, BaseException):
+            raise self.decision
+        return self.decision
+
+
 def accelerated(mode: Mode, body: Callable[[], Iterable[Any]], **options: Any) -> Callable[[], Any]:
     """An accelerated function of ``mode`` producing ``body()``'s items: returned as a list by the sync function
     and the coroutine, yielded one by one by the generators."""
@@ -307,6 +323,48 @@ def test_return_answers_without_calling_inward(mode: Mode, register: Register) -
             assert asyncio.run(read()) == ["x", "y"]
         assert isinstance(outer.outcomes[-1], StreamOutcome)
         assert outer.outcomes[-1].chunks == 2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+@pytest.mark.parametrize("answer", [False, True], ids=["proceed", "return"])
+def test_a_flow_may_return_its_decision_without_a_generator(mode: Mode, answer: bool, register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    outer = Recorder("outer", log=log, collect=True)
+    plain = Plain("plain", Return(["x", "y"]) if answer else PROCEED)
+    inner = Recorder("inner", log=log)
+    register(MiddlewarePlugin(outer, plain, inner), "plain")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    got = consume(mode, accelerated(mode, lambda: ["a", "b"]))
+
+    assert plain.calls == 1 and failures_since(before) == {}
+    if answer:
+        assert got == ["x", "y"]
+        assert log == [("outer", "enter"), ("outer", "exit")]  # inner never entered, the original never ran
+        assert outer.outcomes[0].served and outer.outcomes[0].value == ["x", "y"]
+    else:
+        assert got == ["a", "b"]
+        assert log == [("outer", "enter"), ("inner", "enter"), ("inner", "exit"), ("outer", "exit")]
+        assert not outer.outcomes[0].served and outer.outcomes[0].value == ["a", "b"]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_a_plain_flow_that_returns_junk_or_fails_is_isolated_and_one_that_refuses_refuses(
+        mode: Mode, register: Register, caplog: pytest.LogCaptureFixture) -> None:
+    # Names of their own in each mode: a failure is logged once per name and process.
+    junk, bug = Plain(f"junk-{mode.value}", None), Plain(f"bug-{mode.value}", RuntimeError("bug"))
+    refuse = Plain("refuse", Refused("no"))
+    register(MiddlewarePlugin(junk, bug), "plain-bugs")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+    with caplog.at_level(logging.ERROR, logger="agentaccel"):
+        assert consume(mode, accelerated(mode, lambda: ["a"])) == ["a"]
+    assert failures_since(before) == {junk.name: 1, bug.name: 1}
+    assert f"flow of '{junk.name}' returned None; expected a generator, PROCEED or a Return" in caplog.text
+    register(MiddlewarePlugin(refuse), "plain-refuse")  # enabled now: registering re-enables with it
+    with pytest.raises(Refused, match="no"):
+        consume(mode, accelerated(mode, lambda: ["a"]))
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)

@@ -22,14 +22,14 @@ class Cache:
         self.config = config
         self.namespace = config.namespace
         self.lease = config.lease
-        self.l1 = L1(config.max_bytes)
+        self.stats = Stats()
+        self.l1 = L1(config.max_bytes, self.stats)
         self.backend: Backend | None = (
             open_backend(config.backend, config.namespace, config.connect_timeout, config.timeout)
             if config.backend else None)
         self.breaker = CircuitBreaker("agentaccel cache L2 backend", config.breaker_failures, config.breaker_reset)
         self.flights = Flights()
         self.policies = Policies(config.rules, config.ttl)
-        self.stats = Stats()
         self._secret = config.secret.encode() if config.secret else None
 
     def dump(self, key: str, entry: Entry) -> bytes:

@@ -1,4 +1,8 @@
-"""Cache keys: a versioned SHA-256 digest of a canonical JSON encoding of everything that changes the answer.
+"""Cache keys: a canonical JSON encoding of everything that changes the answer, and its versioned SHA-256 digest.
+
+L1 is keyed by the encoding itself (a dict lookup hashes 1.3 KB in 0.1 us; SHA-256 takes 1 us on this host, on every
+hit); the digest names the entry everywhere else (L2, single flight, the span's ``agentaccel.cache.key``) and is
+made only when a call misses L1 (an L1 entry keeps its own).
 
 Canonical means orjson with sorted keys: no whitespace, UTF-8, shortest round-trip floats, so equal requests give
 equal bytes in every process and Python run (orjson because the stdlib encoder costs 6 us on a 1.2 KB chat request
@@ -30,8 +34,8 @@ class Unkeyable(Exception):
     64 bits): the call is not cached."""
 
 
-def digest(call: Call, namespace: str) -> str:
-    """The key of ``call`` in ``namespace``: 64 hex digits."""
+def encode(call: Call, namespace: str) -> bytes:
+    """The canonical encoding of ``call``'s key material in ``namespace``; raises :class:`Unkeyable`."""
     target = call.target
     scope = call.scope
     # A stream's entry holds chunks, a call's one value: the mode's kind is part of the answer's shape (sync and
@@ -39,10 +43,14 @@ def digest(call: Call, namespace: str) -> str:
     material = (VERSION, namespace, target.framework, target.operation, call.name, call.provider,
                 target.mode.is_stream, sorted(scope.items()) if scope else (), call.request)
     try:
-        text = orjson.dumps(material, option=_SORTED)
+        return orjson.dumps(material, option=_SORTED)
     except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
         raise Unkeyable(str(exc)) from None
-    return hashlib.sha256(text).hexdigest()
+
+
+def digest(encoding: bytes) -> str:
+    """The key named by an :func:`encode` result: 64 hex digits."""
+    return hashlib.sha256(encoding).hexdigest()
 
 
 def label(call: Call) -> str:

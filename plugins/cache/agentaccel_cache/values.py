@@ -3,9 +3,11 @@ someone planted in Redis is at worst a wrong answer (which the optional HMAC sig
 
 Stored form (L2)::
 
-    b"aac1" + b"u" + body                  unsigned
-    b"aac1" + b"s" + HMAC-SHA256(32) + body  signed; the MAC covers the L2 key and the body
-    body = meta JSON + b"\\n" + value JSON  (JSON escapes newlines inside strings, so the first one splits)
+    b"aac2" + b"u" + body                  unsigned
+    b"aac2" + b"s" + HMAC-SHA256(32) + body  signed; the MAC covers the L2 key and the body
+    body = head + value JSON
+    head = stream (1 byte, 0 or 1), duration (float64), input and output tokens (uint64), expiry (float64):
+           33 bytes, little-endian, read in one struct call (a hit reads it on every L2 round trip)
 
 The algorithm is fixed by the configuration (a secret means HMAC-SHA256), never read from the entry. Values are
 written and read with orjson, so a hit decodes in under a microsecond; what would not read back as the same data
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import sys
+import struct
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -27,11 +29,12 @@ import orjson
 
 from agentaccel import Codec
 
-MAGIC = b"aac1"
+MAGIC = b"aac2"  # aac1 (a JSON metadata line) entries are not ours any more: misses, replaced when called
 _MAC_SIZE = 32
-#: What an entry costs in memory beyond its text: the Entry object, its key string, the cache's dict slots,
-#: LRU and expiry bookkeeping: 460 bytes, measured with tracemalloc on CPython 3.11 (bench_cache.py checks RSS).
-OVERHEAD_BYTES = 460
+_HEAD = struct.Struct("<BdQQd")
+#: What an L1 entry costs in memory beyond its text and its key: the Entry object, its digest string, the cache's
+#: dict slots and LRU bookkeeping: 550 bytes on CPython 3.11, calibrated with bench_cache.py's RSS fill.
+OVERHEAD_BYTES = 550
 
 
 class InvalidEntry(ValueError):
@@ -42,10 +45,10 @@ class Entry:
     """A cached result: ``text`` is the JSON (UTF-8 bytes) of the codec's data (a list of chunks' data for a
     stream), decoded into fresh objects on every hit so callers can mutate what they get."""
 
-    __slots__ = ("duration", "expires_at", "input_tokens", "output_tokens", "size", "stream", "tags", "text")
+    __slots__ = ("digest", "duration", "expires_at", "input_tokens", "output_tokens", "size", "stream", "text")
 
     def __init__(self, text: bytes, stream: bool, duration: float, input_tokens: int, output_tokens: int,
-                 expires_at: float, tags: tuple[str, ...]) -> None:
+                 expires_at: float) -> None:
         self.text = text
         self.stream = stream
         self.duration = duration
@@ -53,8 +56,9 @@ class Entry:
         self.output_tokens = output_tokens
         #: Wall-clock (time.time()) expiry, so an L2 entry promoted to L1 keeps its remaining lifetime.
         self.expires_at = expires_at
-        self.tags = tags
-        self.size = sys.getsizeof(text) + OVERHEAD_BYTES
+        #: Set when it enters L1: the key's digest (a hit's ``agentaccel.cache.key``) and what L1 charges for it.
+        self.digest = ""
+        self.size = 0
 
     def result(self, codec: Codec) -> Any:
         """A fresh result from an L1 entry. Its data was made by ``codec.encode`` or has passed ``codec.decode``
@@ -77,26 +81,25 @@ def snapshot(codec: Codec, chunk: Any) -> bytes:
     return to_json(codec.encode(chunk))
 
 
-def make_entry(codec: Codec, value: Any, stream: bool, duration: float, usage: Mapping[str, Any], ttl: float,
-               tags: tuple[str, ...]) -> Entry:
+def make_entry(codec: Codec, value: Any, stream: bool, duration: float, usage: Mapping[str, Any],
+               ttl: float) -> Entry:
     """Encode a result (for a stream, ``value`` is the list of its chunks' :func:`snapshot`); raises CodecError,
     TypeError or ValueError for what is not JSON data orjson reads back unchanged."""
     # A copy of exact size: orjson's own bytes object keeps its whole growth buffer (10x a small value's size),
     # which L1 would hold for the entry's lifetime. (join makes one of exact size.)
     text = b"[" + b",".join(value) + b"]" if stream else memoryview(snapshot(codec, value)).tobytes()
     return Entry(text, stream, duration, _tokens(usage, "gen_ai.usage.input_tokens"),
-                 _tokens(usage, "gen_ai.usage.output_tokens"), time.time() + ttl, tags)
+                 _tokens(usage, "gen_ai.usage.output_tokens"), time.time() + ttl)
 
 
 def _tokens(usage: Mapping[str, Any], key: str) -> int:
     value = usage.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 64 else 0
 
 
 def dump(entry: Entry, key: str, secret: bytes | None) -> bytes:
-    meta = {"s": entry.stream, "d": entry.duration, "i": entry.input_tokens, "o": entry.output_tokens,
-            "e": entry.expires_at, "t": list(entry.tags)}
-    body = to_json(meta) + b"\n" + entry.text
+    body = _HEAD.pack(entry.stream, entry.duration, entry.input_tokens, entry.output_tokens,
+                      entry.expires_at) + entry.text
     if secret is None:
         return MAGIC + b"u" + body
     return MAGIC + b"s" + _mac(secret, key, body) + body
@@ -118,20 +121,15 @@ def load(blob: bytes, key: str, secret: bytes | None) -> tuple[Entry, Any]:
         body = blob[5:]
     else:
         raise InvalidEntry(f"unknown entry kind {kind!r}")
-    head, newline, text = body.partition(b"\n")
-    if not newline:
-        raise InvalidEntry("no metadata line")
     try:
-        meta = orjson.loads(head)
+        stream, duration, input_tokens, output_tokens, expires_at = _HEAD.unpack_from(body)
+        text = body[_HEAD.size:]
         data = orjson.loads(text)  # parsed once: undecodable JSON is a miss here, not an error at the hit
-        entry = Entry(text, _typed(meta, "s", bool), float(_typed(meta, "d", (int, float))),
-                      _typed(meta, "i", int), _typed(meta, "o", int), float(_typed(meta, "e", (int, float))),
-                      tuple(str(t) for t in _typed(meta, "t", list)))
-    except (ValueError, TypeError, KeyError) as exc:
+    except (struct.error, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise InvalidEntry(f"malformed entry: {exc}") from None
-    if not math.isfinite(entry.expires_at):
-        raise InvalidEntry("malformed expiry")
-    return entry, data
+    if stream > 1 or not (math.isfinite(duration) and math.isfinite(expires_at)) or (stream and type(data) is not list):
+        raise InvalidEntry("malformed entry head")
+    return Entry(text, stream == 1, duration, input_tokens, output_tokens, expires_at), data
 
 
 def to_json(data: Any) -> bytes:
@@ -144,13 +142,6 @@ def to_json(data: Any) -> bytes:
         raise ValueError("it would not read back as the same data (a tuple reads back as a list; NaN, a datetime, "
                          "a UUID or a dataclass as something else)")
     return text
-
-
-def _typed(meta: Any, key: str, kind: type | tuple[type, ...]) -> Any:
-    value = meta[key]
-    if not isinstance(value, kind):
-        raise TypeError(f"{key} is {type(value).__name__}")
-    return value
 
 
 def _mac(secret: bytes, key: str, body: bytes) -> bytes:

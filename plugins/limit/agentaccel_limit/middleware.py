@@ -39,11 +39,13 @@ class Limit(Middleware):
         self._candidates[target] = found
         return bool(found)
 
-    def flow(self, call: Call) -> Flow:
+    def flow(self, call: Call) -> Flow | Proceed:
         rules = [rule for rule in self._candidates[call.target] if rule.matches(call)]
         if not rules:
-            yield PROCEED
-            return
+            return PROCEED  # nothing to take or give back: no generator
+        return self._limited(call, rules)
+
+    def _limited(self, call: Call, rules: list[Rule]) -> Flow:
         names = ", ".join(rule.name for rule in rules)
         call.annotate("agentaccel.limit.rule", names)
         tokens = estimate(call) if any(rule.config.tokens_per_minute for rule in rules) else 0

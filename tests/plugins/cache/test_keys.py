@@ -7,7 +7,7 @@ import subprocess
 import sys
 from typing import Any
 
-from agentaccel_cache.keys import digest
+from agentaccel_cache.keys import digest, encode
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +37,7 @@ def key(request: dict[str, Any], scope: dict[str, str] | None = None, namespace:
     call = Call(target, None, (), dict(request))
     if scope is not None:
         call.scope = scope
-    return digest(call, namespace)
+    return digest(encode(call, namespace))
 
 
 @given(requests)
@@ -68,10 +68,10 @@ def test_scope_and_namespace_partition_keys(request: dict[str, Any], a: dict[str
 def test_keys_are_stable_across_processes_and_hash_seeds() -> None:
     request = {"model": "m", "messages": [{"role": "user", "content": "héllo ✓"}], "temperature": 0.1,
                "tools": [{"b": 1, "a": [1.5, None, True]}]}
-    code = ("from agentaccel import Call, Mode, Target\nfrom agentaccel_cache.keys import digest\n"
+    code = ("from agentaccel import Call, Mode, Target\nfrom agentaccel_cache.keys import digest, encode\n"
             "t = Target(framework='openai', operation='chat', name='chat.completions', mode=Mode.SYNC, "
             "provider='openai', request=lambda c: c.kwargs)\n"
-            f"print(digest(Call(t, None, (), {request!r}), 'ns'))")
+            f"print(digest(encode(Call(t, None, (), {request!r}), 'ns')))")
     seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                            env={"PYTHONHASHSEED": str(seed)}).stdout.strip() for seed in (1, 2)}
     assert seen == {key(request)}

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import pickle
 import socket
+import struct
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from agentaccel_cache.values import MAGIC
 from cache_helpers import cache, results
 
 import agentaccel
@@ -102,7 +105,32 @@ def test_planted_pickle_payload_is_a_miss_and_runs_nothing(agentaccel_spans: Spa
     assert chat("a") == {"answer": "A"}
     assert calls == ["a", "a"] and not marker.exists()
     assert cache().stats.invalid_entries == 1
-    assert client.get(key).startswith(b"aac1")  # the miss stored a good entry over it
+    assert client.get(key).startswith(MAGIC)  # the miss stored a good entry over it
+
+
+@pytest.mark.parametrize("planted", [
+    MAGIC + b"u",  # no head
+    MAGIC + b"u" + b"\0" * 20,  # a head cut short
+    MAGIC + b"u" + struct.pack("<BdQQd", 2, 0.1, 0, 0, 1e12) + b"{}",  # stream flag neither 0 nor 1
+    MAGIC + b"u" + struct.pack("<BdQQd", 0, 0.1, 0, 0, math.inf) + b"{}",  # an expiry that never comes
+    MAGIC + b"u" + struct.pack("<BdQQd", 0, math.nan, 0, 0, 1e12) + b"{}",  # a duration that is no number
+    MAGIC + b"u" + struct.pack("<BdQQd", 1, 0.1, 0, 0, 1e12) + b"{}",  # a stream whose chunks are no list
+    MAGIC + b"u" + struct.pack("<BdQQd", 0, 0.1, 0, 0, 1e12) + b"{not json",
+    b"aac1u{}\n{}",  # the earlier stored form: read as not ours, replaced
+], ids=["empty", "short-head", "stream-flag", "inf-expiry", "nan-duration", "stream-not-list", "bad-json", "aac1"])
+def test_malformed_entries_are_counted_misses_and_replaced(agentaccel_spans: SpanRecorder,
+                                                          redis_server: RedisServer, planted: bytes) -> None:
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t4m", "max_bytes": 0})
+    calls: list[str] = []
+    chat = model(calls)
+    chat("a")
+    client = redis.Redis.from_url(redis_server.url)
+    (key,) = entry_keys(client, "t4m")
+    client.set(key, planted)
+    assert chat("a") == {"answer": "A"}
+    assert calls == ["a", "a"]
+    assert cache().stats.invalid_entries == 1
+    assert chat("a") == {"answer": "A"} and calls == ["a", "a"]  # the good entry stored over it serves
 
 
 class StrictCodec:

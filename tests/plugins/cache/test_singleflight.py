@@ -8,7 +8,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from cache_helpers import results
+from cache_helpers import cache, results
 
 import agentaccel
 from agentaccel.testing.pytest_plugin import SpanRecorder
@@ -37,6 +37,30 @@ def test_100_threads_make_one_upstream_call(agentaccel_spans: SpanRecorder) -> N
     assert len({id(a) for a in answers}) == 100  # each caller got its own object
     seen = results(agentaccel_spans.spans())
     assert seen.count("miss") == 1 and seen.count("coalesced") + seen.count("hit") == 99
+
+
+def test_a_call_that_missed_l1_as_the_leader_finished_makes_no_second_call(agentaccel_spans: SpanRecorder) -> None:
+    # The window: this call's L1 lookup misses, then the leader stores its entry and leaves the flight, then this
+    # call joins and leads a flight of its own. Simulated by hiding the entry from the first lookup only.
+    upstream: list[str] = []
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name="late")
+    def late(q: str) -> dict[str, str]:
+        upstream.append(q)
+        return {"answer": q}
+
+    late("same")
+    l1 = cache().l1
+    lookups: list[bool] = []
+
+    def first_lookup_misses(key: bytes) -> Any:
+        lookups.append(True)
+        return None if len(lookups) == 1 else type(l1).hit(l1, key)
+
+    l1.hit = first_lookup_misses  # type: ignore[method-assign]
+    assert late("same") == {"answer": "same"}
+    assert upstream == ["same"] and len(lookups) == 2
+    assert results(agentaccel_spans.spans()) == ["miss", "hit"]
 
 
 def test_100_tasks_make_one_upstream_call(agentaccel_spans: SpanRecorder) -> None:
