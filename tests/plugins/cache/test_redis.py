@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import pickle
 import socket
 import struct
@@ -344,3 +345,48 @@ def test_a_silent_redis_costs_a_miss_one_failed_operation(agentaccel_spans: Span
         assert chat("b") == {"answer": "B"}
         assert cache().stats.backend_errors == 2
         assert calls == ["a", "b"]
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_redis_restart_costs_no_failed_lookup(agentaccel_spans: SpanRecorder, redis_server: RedisServer,
+                                                kind: str) -> None:
+    # The lookup's connections skip the pool's check for a closed connection: one the restarted server closed
+    # must cost a reconnect, not an L2 error (a breaker failure, a lost hit).
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": f"t12{kind}", "max_bytes": 0})
+    calls: list[str] = []
+    chat = model(calls, name=f"restart-{kind}")
+
+    @agentaccel.accelerate(operation=agentaccel.CHAT, name=f"restart-{kind}")
+    async def achat(q: str) -> dict[str, str]:
+        calls.append(q)
+        return {"answer": q.upper()}
+
+    with asyncio.Runner() as runner:  # one loop throughout: its connections outlive the old server
+        def ask(q: str) -> Any:
+            return chat(q) if kind == "sync" else runner.run(achat(q))
+
+        assert [ask(q) for q in "aab"] == [{"answer": q} for q in "AAB"]
+        redis_server.restart()  # the data is gone with the old server, and the connections to it are closed
+        assert [ask(q) for q in "aa"] == [{"answer": "A"}] * 2
+    assert cache().stats.backend_errors == 0
+    assert results(agentaccel_spans.spans()) == ["miss", "hit", "miss", "miss", "hit"]
+    assert calls == ["a", "b", "a"]
+
+
+def test_a_forked_child_gets_connections_of_its_own(agentaccel_spans: SpanRecorder,
+                                                    redis_server: RedisServer) -> None:
+    # Parent and child asking L2 at once on a shared socket would read each other's replies.
+    agentaccel_spans.enable(cache={"backend": redis_server.url, "namespace": "t13", "max_bytes": 0})
+    chat = model([])
+    for q in ("parent", "child"):
+        chat(q)  # stored in L2; the parent keeps an idle connection
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 only if every answer was its own and L2 never failed
+        ok = all(chat("child") == {"answer": "CHILD"} for _ in range(300))
+        os._exit(0 if ok and cache().stats.backend_errors == 0 else 1)
+    answers = [chat("parent") for _ in range(300)]
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert answers == [{"answer": "PARENT"}] * 300
+    assert cache().stats.backend_errors == 0
+    assert results(agentaccel_spans.spans())[-300:] == ["hit"] * 300

@@ -1,9 +1,11 @@
 """``redis://`` / ``rediss://``: the shared L2, and single flight across processes.
 
-Short connect and command timeouts and no client-side retries: a slow or absent Redis costs a call at most one
-timeout before the circuit breaker takes it out. The sync client (a thread-safe pool) serves sync calls; each
-event loop gets its own asyncio client, because an asyncio connection pool belongs to the loop it was made in, and
-that client is closed when its loop shuts down (see ``_aclient``).
+Short connect and command timeouts, never retried: a slow or absent Redis costs a call at most one timeout
+before the circuit breaker takes it out (a connection refused or closed, as by a restart, is tried once more).
+The sync client (a thread-safe pool) serves sync calls; each event loop gets its own asyncio client, because an
+asyncio connection pool belongs to the loop it was made in, and that client is closed when its loop shuts down
+(see ``_aclient``). The lookup every cached call makes, a GET, goes to connections of its own without the pool's
+per-command checks (see ``_Free``).
 
 Keys, all under the namespace: ``<ns>:e:<framework/operation/name>:<digest>`` an entry, ``<ns>:l:<digest>`` the
 single-flight lease, ``<ns>:c:<digest>`` the channel its release is published on, ``<ns>:t:<tag>`` the set of
@@ -18,18 +20,22 @@ until the release message or the lease's remaining time (``PTTL``), whichever co
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from fnmatch import fnmatchcase
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio as aredis
+import redis.asyncio.retry
+import redis.retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from agentaccel import Io
 
@@ -63,6 +69,63 @@ return 1
 _SLACK = 0.005
 
 
+class _Free:
+    """Idle connections for GETs, taken and given back without the pool's per-command checks.
+
+    On every command redis-py's pool asks the process id twice and peeks the socket for unread data: five system
+    calls beside the round trip's own four, and on this host 40 us of a 130 us GET, paid on every L2 hit. They
+    guard against a fork and against a connection given back with its reply unread. Here a connection is used by
+    the one caller that popped it (list pop and append are atomic), goes back only after a whole reply, and on any
+    error is dropped (redis-py has disconnected it), so no reply is ever left unread on one; a forked child forgets
+    its parent's connections (``_forget_in_children``) instead of asking its pid on every call. What the peek also
+    catches, a connection the server closed while it sat idle (a restart, its idle timeout), shows here as a
+    ConnectionError, and the GET is tried once more on a new connection, as the clients retry (see RedisBackend).
+    """
+
+    __slots__ = ("__weakref__", "_connections", "_make")
+
+    def __init__(self, pool: Any) -> None:
+        self._make = partial(pool.connection_class, **pool.connection_kwargs)  # the client's auth, TLS, db
+        self._connections: list[Any] = []
+        _EVERY_FREE.add(self)
+
+    def take(self) -> Any:
+        try:
+            return self._connections.pop()
+        except IndexError:
+            return self._make()
+
+    def new(self) -> Any:
+        return self._make()
+
+    def give(self, connection: Any) -> None:
+        self._connections.append(connection)
+
+    def drain(self) -> list[Any]:
+        """Every idle connection, now no longer here (to be closed)."""
+        connections, self._connections = self._connections, []
+        return connections
+
+
+_EVERY_FREE: weakref.WeakSet[_Free] = weakref.WeakSet()
+
+
+def _forget_in_children() -> None:
+    # The child shares its parent's sockets: both sending on one would mix their replies. Dropped, not closed:
+    # redis-py's disconnect() leaves the socket of another process alone, and closing our copy is harmless.
+    for free in list(_EVERY_FREE):
+        free.drain()
+
+
+os.register_at_fork(after_in_child=_forget_in_children)
+
+
+class _LoopClient(NamedTuple):
+    client: aredis.Redis
+    free: _Free
+    closer: AsyncGenerator[None, None]
+
+
 class RedisBackend:
     locks = True
     errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
@@ -71,15 +134,19 @@ class RedisBackend:
         self.url = url
         self.namespace = namespace
         self.timeout = timeout
-        self._options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout,
-                                         "retry": Retry(NoBackoff(), 0)}
-        self.sync = redis.Redis.from_url(url, **self._options)
-        # Each loop's client, and the async generator that closes it (see _aclient). A plain dict: the client
-        # references its loop, so weak keys would never die; entries leave when their loop shuts down.
-        self._async: dict[asyncio.AbstractEventLoop, tuple[aredis.Redis, AsyncGenerator[None, None]]] = {}
+        # A ConnectionError (refused, reset, closed by the server: a restart) is tried once more on a new
+        # connection, which the restarted server accepts; a timeout is not, so a slow Redis costs one timeout.
+        self._options: dict[str, Any] = {"socket_connect_timeout": connect_timeout, "socket_timeout": timeout}
+        self.sync = redis.Redis.from_url(url, retry=redis.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)),
+                                         **self._options)
+        self._free = _Free(self.sync.connection_pool)
+        # Each loop's client, its GET connections, and the async generator that closes them (see _aclient). A
+        # plain dict: the client references its loop, so weak keys would never die; entries leave when their loop
+        # shuts down.
+        self._async: dict[asyncio.AbstractEventLoop, _LoopClient] = {}
         self._async_lock = threading.Lock()  # loops in several threads share the dict
 
-    async def _aclient(self) -> aredis.Redis:
+    async def _aclient(self) -> _LoopClient:
         """The running loop's client, made on first use.
 
         asyncio has no hook for a loop's end, but the loop closes the async generators it knows of before it
@@ -90,25 +157,31 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)  # every async L2 step asks: a dict read needs no lock
         if found is not None:
-            return found[0]
+            return found
         with self._async_lock:
-            stale = [closer for other, (_, closer) in self._async.items() if other.is_closed()]
+            stale = [each.closer for other, each in self._async.items() if other.is_closed()]
         for closer in stale:  # a loop closed without shutdown_asyncgens: its client can only be dropped
             _finish(closer)
-        client = aredis.Redis.from_url(self.url, **self._options)
-        closer = self._closer(loop, client)
+        client = aredis.Redis.from_url(
+            self.url, retry=redis.asyncio.retry.Retry(NoBackoff(), 1, (redis.ConnectionError,)), **self._options)
+        free = _Free(client.connection_pool)
+        closer = self._closer(loop, client, free)
+        found = _LoopClient(client, free, closer)
         with self._async_lock:
-            self._async[loop] = client, closer
+            self._async[loop] = found
         await anext(closer)  # to its yield: from here the loop closes it when it shuts down
-        return client
+        return found
 
-    async def _closer(self, loop: asyncio.AbstractEventLoop, client: aredis.Redis) -> AsyncGenerator[None, None]:
+    async def _closer(self, loop: asyncio.AbstractEventLoop, client: aredis.Redis,
+                      free: _Free) -> AsyncGenerator[None, None]:
         try:
             yield
         finally:
             with self._async_lock:
                 self._async.pop(loop, None)
             if not loop.is_closed():  # closed: _finish runs this with no loop to close the client on
+                for connection in free.drain():
+                    await connection.disconnect()  # drops its socket, whatever the server does
                 with suppress(*self.errors):  # an unreachable server has nothing to close
                     await client.aclose()
 
@@ -119,10 +192,34 @@ class RedisBackend:
         return f"{self.namespace}:l:{digest}", f"{self.namespace}:c:{digest}"
 
     def get(self, key: str) -> Io:
-        async def arun() -> Any:
-            return await (await self._aclient()).get(key)
+        """-> the entry's bytes or None, on a connection of ``_Free``'s (see there)."""
 
-        return Io(lambda: self.sync.get(key), arun)
+        def run() -> Any:
+            connection = self._free.take()
+            try:
+                connection.send_command("GET", key)
+                value = connection.read_response()
+            except redis.ConnectionError:  # as the clients' Retry does (see __init__)
+                connection = self._free.new()
+                connection.send_command("GET", key)
+                value = connection.read_response()
+            self._free.give(connection)
+            return value
+
+        async def arun() -> Any:
+            free = (await self._aclient()).free
+            connection = free.take()
+            try:
+                await connection.send_command("GET", key)
+                value = await connection.read_response()
+            except redis.ConnectionError:
+                connection = free.new()
+                await connection.send_command("GET", key)
+                value = await connection.read_response()
+            free.give(connection)
+            return value
+
+        return Io(run, arun)
 
     def acquire(self, key: str, digest: str, lease: float, entry: bool) -> Io:
         """-> the entry's bytes (it appeared; only asked when ``entry``), a token (the lease is ours) or None
@@ -135,7 +232,7 @@ class RedisBackend:
             return reply if isinstance(reply, bytes) else token if reply == 1 else None
 
         async def arun() -> bytes | str | None:
-            return decide(await (await self._aclient()).eval(*args))
+            return decide(await (await self._aclient()).client.eval(*args))
 
         return Io(lambda: decide(self.sync.eval(*args)), arun)
 
@@ -155,7 +252,7 @@ class RedisBackend:
             return pipe
 
         async def arun() -> None:
-            await queue((await self._aclient()).pipeline(transaction=False)).execute()
+            await queue((await self._aclient()).client.pipeline(transaction=False)).execute()
 
         return Io(lambda: queue(self.sync.pipeline(transaction=False)).execute(), arun)
 
@@ -174,7 +271,7 @@ class RedisBackend:
             return _bytes(self.sync.get(key))
 
         async def arun() -> bytes | None:
-            client = await self._aclient()
+            client = (await self._aclient()).client
             async with client.pubsub(ignore_subscribe_messages=True) as pubsub:
                 await pubsub.subscribe(channel)
                 await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.timeout)
@@ -220,13 +317,15 @@ class RedisBackend:
 
     def close(self) -> None:
         self.sync.close()
+        for connection in self._free.drain():
+            connection.disconnect()
         with self._async_lock:
             clients, self._async = self._async, {}
-        for loop, (_, closer) in clients.items():
+        for loop, each in clients.items():
             # Awaiting is impossible here. A closed loop's closer is finished now; any other, once dropped, goes to
             # its loop's asyncgen finalizer, which runs it (closing the client) on that loop.
             if loop.is_closed():
-                _finish(closer)
+                _finish(each.closer)
 
 
 def _finish(closer: AsyncGenerator[None, None]) -> None:
