@@ -168,7 +168,8 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
     an :class:`Io` is answered with ``(value, error)``; :data:`_INVOKE` (call the original) and a
     :class:`Return` to replay (a stream's chunks, or a result its target replays) with an :class:`Outcome`; the
     last thing yielded is the final :class:`Outcome` (yielded, not returned: a StopIteration on every call
-    costs)."""
+    costs), after which the driver resumes the plan once with ``next(plan, None)`` to end it (a suspended
+    generator, once collected, is closed by a GeneratorExit thrown into it, which costs too)."""
     entered: list[tuple[Middleware, Flow]] = []
     outcome: Outcome | None = None
     centre: _Invoke | Return = _INVOKE
@@ -305,6 +306,7 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
                 _exit(tokens)
             effect = plan.send(outcome)
         else:
+            next(plan, None)  # ended, not left suspended (see _plan)
             return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
 
 
@@ -328,6 +330,7 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
                 _exit(tokens)
             effect = plan.send(outcome)
         else:
+            next(plan, None)  # ended, not left suspended (see _plan)
             return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
 
 
@@ -371,6 +374,7 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
                         _fail(outcome, close_exc)  # that, and the flows must still be told (a limiter's slot)
             effect = plan.send(outcome)
         else:
+            next(plan, None)  # ended, not left suspended (see _plan)
             effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
             return
 
@@ -419,6 +423,7 @@ async def run_async_stream(
                         _fail(outcome, close_exc)  # driver, the call ends with that and the flows are told
             effect = plan.send(outcome)
         else:
+            next(plan, None)  # ended, not left suspended (see _plan)
             effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
             return
 

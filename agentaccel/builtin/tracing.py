@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any
 
 from opentelemetry import trace
@@ -145,19 +146,18 @@ class Tracing(Middleware):
         tracer = static.tracer
         span: trace.Span | None = None
         began = None
+        started: list[trace.Span] = []
         if static.defer:
             began = time.time_ns()
-
-            def begin() -> Context:
-                nonlocal span
-                span = tracer.start_span(name, None, static.kind, attributes, start_time=began)
-                return _span_context(span, static.model)
-
-            call.context = begin
+            # Started by the pipeline, if at all, when the original or a replay is about to run (see chained()),
+            # into ``started`` (a partial: cheaper to make than a closure over these names).
+            call.context = partial(_begin, started, tracer, name, static.kind, attributes, began, static.model)
         else:
             span = tracer.start_span(name, None, static.kind, attributes)
             call.context = _span_context(span, static.model)
         outcome = yield PROCEED
+        if started:
+            span = started[0]
         error = outcome.error
         error_type = None if error is None else _error_type(error)
         # describe() tells what the original call's response says (its usage above all); a call a middleware
@@ -184,6 +184,13 @@ class Tracing(Middleware):
             if error_type is not None:
                 metric["error.type"] = error_type
             self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
+
+
+def _begin(started: list[trace.Span], tracer: trace.Tracer, name: str, kind: SpanKind, attributes: dict[str, Any],
+           began: int, model: bool) -> Context:
+    span = tracer.start_span(name, None, kind, attributes, start_time=began)
+    started.append(span)
+    return _span_context(span, model)
 
 
 def _span_context(span: trace.Span, model: bool) -> Context:

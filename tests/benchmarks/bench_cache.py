@@ -65,7 +65,7 @@ def _rounds(variants: dict[str, Callable[[], object]], rounds: int, calls: int) 
 def _print(title: str, rows: Rows, target: float) -> None:
     print(title)
     for name, (ns, ratio) in rows.items():
-        print(f"  {name:<44} {ns / 1000:8.2f} us {ratio:7.3f}x")
+        print(f"  {name:<58} {ns / 1000:8.2f} us {ratio:7.3f}x")
     *_, (hit, (_, ratio)) = rows.items()
     base, floor = list(rows)[:2]
     print(f"{hit} / {base} = {ratio:.3f}x (target <= {target:.2f}x): {'PASS' if ratio <= target else 'FAIL'}; "

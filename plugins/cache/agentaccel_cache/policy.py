@@ -63,7 +63,8 @@ class Policies:
 
     def for_call(self, call: Call) -> Policy | None:
         """The policy for ``call`` with its ``agentaccel.options`` applied; None when it is not to be cached."""
-        enabled, policy = self.resolve(call.target, call.name)
+        found = self._resolved.get((call.target, call.name))  # resolve()'s first step, inline: every call asks
+        enabled, policy = found if found is not None else self.resolve(call.target, call.name)
         options: Mapping[str, Any] = call.options
         if not options:
             return policy if enabled else None
