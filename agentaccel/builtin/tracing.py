@@ -146,9 +146,10 @@ class Tracing(Middleware):
         tracer = static.tracer
         span: trace.Span | None = None
         began = None
-        started: list[trace.Span] = []
+        started: list[trace.Span] | None = None
         if static.defer:
             began = time.time_ns()
+            started = []
             # Started by the pipeline, if at all, when the original or a replay is about to run (see chained()),
             # into ``started`` (a partial: cheaper to make than a closure over these names).
             call.context = partial(_begin, started, tracer, name, static.kind, attributes, began, static.model)
