@@ -376,12 +376,15 @@ def test_a_coroutine_cancelled_during_its_first_round_trip_leaves_no_place_behin
     r = rule(max_concurrency=1, queue_timeout=3)
     leases, _, _, queue, waiting = b.keys("shared")
     script = b._acquire
-    sent, reply = threading.Event(), threading.Event()
+    sent, reply, ran = threading.Event(), threading.Event(), threading.Event()
 
     def slow(**kwargs: Any) -> Any:  # a round trip still on its way when the coroutine is cancelled
         sent.set()
         reply.wait(5)
-        return script(**kwargs)
+        try:
+            return script(**kwargs)
+        finally:
+            ran.set()
 
     try:
         held = acquire(b, r)
@@ -399,6 +402,7 @@ def test_a_coroutine_cancelled_during_its_first_round_trip_leaves_no_place_behin
             reply.set()  # the script runs now, after the call is gone: it joins the queue nonetheless
 
         asyncio.run(cancelled())
+        assert ran.wait(5)  # the late script has run (in the executor): only now is the queue's state final
         until(lambda: b.client.zcard(queue) == 0 and b.client.hlen(waiting) == 0)
         drive(b.give_back(held))
         assert b.client.zcard(leases) == 0  # the place was not granted to the call that left
