@@ -219,8 +219,9 @@ def _where(origin: str, path: str, key: str) -> str:
     return f"{origin}{section}] key {path}.{key}"
 
 
-def _closest(word: str, candidates: Mapping[str, Any] | dict[str, Any]) -> str:
-    match = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.5)
+def _closest(word: object, candidates: Mapping[str, Any] | dict[str, Any]) -> str:
+    # str(): a key given in Python (enable(cache={1: ...})) need not be a string, and difflib takes only strings
+    match = difflib.get_close_matches(str(word), list(candidates), n=1, cutoff=0.5)
     return f" (did you mean {match[0]!r}?)" if match else ""
 
 

@@ -190,6 +190,12 @@ def test_an_unknown_key_from_enable(widget: Path) -> None:
     _assert_unknown_key(enable_error(widget={"tll": 5}), "enable(widget={...})")
 
 
+def test_a_key_that_is_not_a_string_from_enable(widget: Path) -> None:
+    message = enable_error(widget={1: 5})  # a ConfigError that names it, not difflib's TypeError
+    assert "unknown key 1 in section 'widget'" in message
+    assert "valid keys:" in message
+
+
 def test_an_unknown_key_from_the_environment(widget: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENTACCEL_WIDGET__TLL", "5")
     _assert_unknown_key(enable_error(), "environment variable AGENTACCEL_WIDGET__TLL")

@@ -6,10 +6,11 @@ Configure rules in ``[tool.agentaccel.limit]`` (see docs/limits.md); ``agentacce
 
 from __future__ import annotations
 
-from agentaccel_limit.bulk import Batch, Item, amap, map
+from agentaccel_limit.bulk import Batch, Item, ItemCancelled, amap, map
 from agentaccel_limit.config import LimitConfig, RuleConfig
 from agentaccel_limit.errors import LimitExceeded
 from agentaccel_limit.feedback import rate_limited
 from agentaccel_limit.state import snapshot
 
-__all__ = ["Batch", "Item", "LimitConfig", "LimitExceeded", "RuleConfig", "amap", "map", "rate_limited", "snapshot"]
+__all__ = ["Batch", "Item", "ItemCancelled", "LimitConfig", "LimitExceeded", "RuleConfig", "amap", "map",
+           "rate_limited", "snapshot"]

@@ -31,6 +31,12 @@ class Item(Generic[T, R]):
         return self.error is None
 
 
+class ItemCancelled(Exception):
+    """An item's call of :func:`amap` ended in a cancellation that did not come from cancelling the batch (the
+    function cancelled something it awaited, or its own task): kept in its item like any other error, so that
+    the batch still has one item per input."""
+
+
 class Batch(Sequence[Item[T, R]]):
     """The items of a batch in input order, with ``elapsed_s``, ``throughput`` (items per second) and
     ``errors`` (the failed items)."""
@@ -158,13 +164,26 @@ async def amap(fn: Callable[[T], Awaitable[R]], inputs: Iterable[T], *, concurre
 
     async def worker() -> None:
         for index, value in pending:  # the workers share one iterator: each input is taken once
-            item = await asyncio.create_task(one(index, value), context=contextvars.copy_context())
+            try:
+                item = await asyncio.create_task(one(index, value), context=contextvars.copy_context())
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():  # amap is being cancelled, and so was the call
+                    raise
+                # The call cancelled itself (its task, or raised a CancelledError): an error of this item.
+                # Re-raised, it would end this worker, which a TaskGroup ignores, and lose the item.
+                error = ItemCancelled(f"the call for input {index} was cancelled from inside (not by cancelling "
+                                      "amap)")
+                error.__cause__ = exc
+                item = Item(index, value, error=error)
             results[index] = item
             bar.step(item)
 
     async with asyncio.TaskGroup() as group:
         for _ in range(max(1, min(concurrency, len(items)))):
             group.create_task(worker())
-    batch = Batch([item for item in results if item is not None], time.perf_counter() - bar.start)
+    done = [item for item in results if item is not None]
+    assert len(done) == len(items)  # each worker records every input it takes, or amap raised
+    batch = Batch(done, time.perf_counter() - bar.start)
     bar.close(batch)
     return batch

@@ -4,6 +4,7 @@ and the AIMD policy an ``adaptive`` rule follows to find a provider's unknown co
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -27,27 +28,36 @@ def rate_limited(error: BaseException | None) -> tuple[bool, float | None]:
     return False, None
 
 
+#: The longest pause a Retry-After can ask for. Providers ask for seconds, at most a minute or two; a longer wait is
+#: a misconfigured proxy or a date far off, and the rule would admit no call of any caller meanwhile.
+MAX_RETRY_AFTER = 300.0
+
+
 def _retry_after(headers: Any) -> float | None:
     if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
         return None
-    milliseconds = _header(headers, "retry-after-ms")
-    if milliseconds is not None:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    value = _header(headers, "retry-after")
+    seconds = _seconds(_header(headers, "retry-after-ms"), 1000)
+    if seconds is None:
+        seconds = _seconds(_header(headers, "retry-after"), 1)
+    if seconds is None or not math.isfinite(seconds):  # "inf", "nan", "1e999": no wait we could honour
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def _seconds(value: Any, per_second: int) -> float | None:
+    """A header's wait in seconds: a number of ``1/per_second`` units, or (for Retry-After) an HTTP date."""
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
+        return float(value) / per_second
     except (TypeError, ValueError):
+        pass
+    if per_second != 1:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+    except (TypeError, ValueError, OverflowError):
+        return None
 
 
 def _header(headers: Any, name: str) -> Any:

@@ -10,7 +10,7 @@ import threading
 import time
 
 import pytest
-from agentaccel_limit import Batch, amap, map
+from agentaccel_limit import Batch, ItemCancelled, amap, map
 
 LABEL: contextvars.ContextVar[str] = contextvars.ContextVar("label", default="none")
 
@@ -95,6 +95,26 @@ def test_cancelling_amap_cancels_its_calls() -> None:
 
     asyncio.run(scenario())
     assert started == [0, 1, 2]
+
+
+def test_a_call_that_cancels_itself_is_an_error_of_its_item_and_loses_nothing() -> None:
+    async def work(x: int) -> int:
+        if x % 3 == 0:
+            raise asyncio.CancelledError  # as an awaited future cancelled under the call would
+        if x % 3 == 1:
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()  # the call cancels its own task
+            await asyncio.sleep(1)
+        return x
+
+    batch = asyncio.run(amap(work, range(9), concurrency=1, progress=False))  # one worker: it must outlive each
+    assert [item.index for item in batch] == list(range(9))
+    assert [item.value for item in batch if item.ok] == [2, 5, 8]
+    errors = {item.index: item.error for item in batch.errors}
+    assert sorted(errors) == [0, 1, 3, 4, 6, 7]
+    assert all(isinstance(e, ItemCancelled) and "input" in str(e) for e in errors.values())
+    assert all(isinstance(e.__cause__, asyncio.CancelledError) for e in errors.values() if e is not None)
 
 
 def test_progress_bar_and_summary_when_asked() -> None:

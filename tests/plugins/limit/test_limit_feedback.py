@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 import openai
 import pytest
 from agentaccel_limit import rate_limited, snapshot
+from agentaccel_limit.feedback import MAX_RETRY_AFTER
 
 import agentaccel
 from agentaccel.mockllm import MockLLM
@@ -149,3 +150,27 @@ def test_retry_after_in_a_plain_dict_is_found_whatever_its_capitalisation() -> N
 
     assert rate_limited(Error()) == (True, 3.0)
     assert rate_limited(MsError()) == (True, 0.25)
+
+
+@pytest.mark.parametrize(("headers", "wait"), [
+    ({"retry-after": "inf"}, None),  # no wait we could honour: the rule is not paused for ever
+    ({"retry-after": "nan"}, None),
+    ({"retry-after": "1e999"}, None),
+    ({"retry-after-ms": "inf", "retry-after": "2"}, None),
+    ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),  # an unreadable retry-after-ms leaves Retry-After
+    ({"retry-after": "86400"}, MAX_RETRY_AFTER),  # a day: a misconfigured proxy, capped
+    ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, MAX_RETRY_AFTER),
+    ({"retry-after": "-5"}, 0.0),
+    ({"retry-after": "tomorrow"}, None),
+])
+def test_a_retry_after_that_cannot_be_honoured_does_not_stop_the_rule(headers: dict[str, str],
+                                                                       wait: float | None) -> None:
+    class Response:
+        status_code = 429
+
+    Response.headers = headers  # type: ignore[attr-defined]  # per case
+
+    class Error(Exception):
+        response = Response()
+
+    assert rate_limited(Error()) == (True, wait)
