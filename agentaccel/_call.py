@@ -89,8 +89,12 @@ class Target:
     answered in place of the original (a cache hit): for each chunk of a stream, or once with a call's result, in
     the span's context just before the caller gets it, for the effects the original has inside it (a framework's
     token callbacks or stream events); in an async call what it returns, when not None, is awaited, and if it
-    raises, the call fails there. ``hints`` carry adapter facts middleware may use, such as
-    ``{"pure": True}`` for a tool whose result depends only on its arguments.
+    raises, the call fails there. ``adopt(call, value)`` makes a call's result that a middleware answered this
+    call's own, in place, before the caller gets it: what the original would have put in it that only this call
+    has (a run's message ids, a tool call's id). It runs outside the span's context and has no effects beyond the
+    value (those are ``replay``'s), so it costs the call no early span; if it raises, the call fails there.
+    ``hints`` carry adapter facts middleware may use, such as ``{"pure": True}`` for a tool whose result depends
+    only on its arguments.
     """
 
     framework: str
@@ -103,6 +107,7 @@ class Target:
     identify: Callable[[Call], tuple[str, str | None]] | None = None
     describe: Callable[[Any], Mapping[str, Any]] | None = None
     replay: Callable[[Call, Any], Awaitable[None] | None] | None = None
+    adopt: Callable[[Call, Any], None] | None = None
     hints: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
     def __post_init__(self) -> None:
@@ -111,6 +116,9 @@ class Target:
                 f"operation {self.operation!r} is not one of {', '.join(sorted(OPERATIONS))} "
                 "(the OpenTelemetry GenAI operation names)"
             )
+        if self.adopt is not None and self.mode.is_stream:
+            raise ValueError(f"{self.framework} target {self.name!r}: adopt= is for a call's result; a stream's "
+                             "chunks are replayed (replay=)")
 
 
 class Call:

@@ -206,7 +206,14 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
             continue
         if flow is not None:
             entered.append((mw, flow))
-        if call.target.mode.is_stream or call.target.replay is not None:
+        target = call.target
+        if target.adopt is not None:
+            try:
+                target.adopt(call, effect.value)
+            except BaseException as exc:  # as a replay that raises: the call fails there
+                outcome = Outcome(error=exc, served=True)
+                break
+        if target.mode.is_stream or target.replay is not None:
             centre = effect  # the driver replays it (Target.replay)
         else:
             outcome = Outcome(effect.value, None, True)  # positional: keywords cost 0.2 us here

@@ -864,6 +864,60 @@ def test_a_failing_replay_fails_the_call_where_it_failed(mode: Mode, register: R
     assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "ValueError"
 
 
+CALL_MODES = [Mode.SYNC, Mode.ASYNC]
+
+
+@pytest.mark.parametrize("mode", CALL_MODES, ids=[m.value for m in CALL_MODES])
+@pytest.mark.parametrize("answered", [True, False], ids=["answered", "ran"])
+def test_a_targets_adopt_makes_an_answer_the_calls_own_outside_the_span(mode: Mode, answered: bool,
+                                                                        agentaccel_spans: Any,
+                                                                        register: Register) -> None:
+    # What only this call has (a run's ids) goes into an answered result before the caller gets it; unlike a
+    # replay it runs outside the span's context, so the span is started once, at the end, with every attribute.
+    register(MiddlewarePlugin(ShortCircuit([{"id": None}]) if answered else Recorder("passes")), "adopting")
+    agentaccel_spans.enable()
+    seen: list[Any] = []
+
+    def adopt(call: agentaccel.Call, value: Any) -> None:
+        seen.append(trace.get_current_span().get_span_context().is_valid)
+        value[0]["id"] = f"{call.name}'s own"
+
+    target = agentaccel.Target(framework="test", operation="chat", name="adopting", mode=mode, adopt=adopt)
+    original = accelerated(mode, lambda: [{"id": "fresh"}]).__wrapped__  # type: ignore[attr-defined]
+
+    got = consume(mode, functools.partial(interceptor(target), original, None, (), {}))
+
+    assert got == ([{"id": "adopting's own"}] if answered else [{"id": "fresh"}])
+    assert seen == ([False] if answered else [])  # not in the span's context; never for what the original made
+    assert agentaccel_spans.span("chat adopting").status.status_code is not StatusCode.ERROR
+
+
+@pytest.mark.parametrize("mode", CALL_MODES, ids=[m.value for m in CALL_MODES])
+def test_a_failing_adopt_fails_the_answered_call(mode: Mode, register: Register, agentaccel_spans: Any) -> None:
+    outer = Recorder("outer")
+    register(MiddlewarePlugin(outer, ShortCircuit(["x"])), "adopting")
+    agentaccel_spans.enable()
+
+    def adopt(call: agentaccel.Call, value: Any) -> None:
+        raise ValueError("adopt refused")
+
+    target = agentaccel.Target(framework="test", operation="chat", name="adopting", mode=mode, adopt=adopt)
+    original = accelerated(mode, lambda: ["a"]).__wrapped__  # type: ignore[attr-defined]
+
+    with pytest.raises(ValueError, match="adopt refused"):
+        consume(mode, functools.partial(interceptor(target), original, None, (), {}))
+
+    assert isinstance(outer.outcomes[0].error, ValueError) and outer.outcomes[0].served
+    span = agentaccel_spans.span("chat adopting")
+    assert span.status.status_code is StatusCode.ERROR and span.attributes["error.type"] == "ValueError"
+
+
+def test_adopt_is_refused_for_a_stream() -> None:
+    with pytest.raises(ValueError, match="adopt= is for a call's result"):
+        agentaccel.Target(framework="test", operation="chat", name="s", mode=Mode.SYNC_STREAM,
+                          adopt=lambda call, value: None)
+
+
 # --- ordering ----------------------------------------------------------------------------------------------------
 
 

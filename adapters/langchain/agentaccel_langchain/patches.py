@@ -83,9 +83,10 @@ def _node_identity(call: Call) -> tuple[str, str | None]:
 
 
 def _chat(name: str, mode: Mode, model_codec: Any, request: Callable[[Call], Any],
-          replay: Callable[[Call, Any], Any] | None = None) -> Target:
+          replay: Callable[[Call, Any], Any] | None = None, adopt: Callable[[Call, Any], None] | None = None
+          ) -> Target:
     return Target(framework=FRAMEWORK, operation=CHAT, name=name, mode=mode, codec=model_codec, request=request,
-                  identify=_model_identity, describe=describe.chat, replay=replay)
+                  identify=_model_identity, describe=describe.chat, replay=replay, adopt=adopt)
 
 
 #: What ``_generate_with_cache(messages, stop=None, run_manager=None, **kwargs)`` takes besides the model's kwargs.
@@ -130,8 +131,8 @@ def _stream_events(method: str, call: Call, result: Any) -> Any:
 
 CHAT_INVOKE = _chat("invoke", Mode.SYNC, codec.MESSAGE, requests.chat_invoke)
 CHAT_AINVOKE = _chat("ainvoke", Mode.ASYNC, codec.MESSAGE, requests.chat_invoke)
-CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate, _run_ids)
-CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate, _run_ids)
+CHAT_GENERATE = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate, adopt=_run_ids)
+CHAT_AGENERATE = _chat("agenerate", Mode.ASYNC, codec.CHAT_RESULT, requests.chat_generate, adopt=_run_ids)
 #: The same, for calls with a v2 streaming handler: their hits also replay its events.
 REPLAY_EVENTS, AREPLAY_EVENTS = "_replay_v2_events_for_cache_hit", "_areplay_v2_events_for_cache_hit"
 CHAT_GENERATE_EVENTS = _chat("generate", Mode.SYNC, codec.CHAT_RESULT, requests.chat_generate,
@@ -186,7 +187,7 @@ def _tool_call_id(call: Call, result: Any) -> None:
 
 def _tool(mode: Mode) -> Target:
     return Target(framework=FRAMEWORK, operation=EXECUTE_TOOL, name="tool", mode=mode, codec=codec.TOOL_RESULT,
-                  request=requests.tool, identify=_tool_identity, replay=_tool_call_id)
+                  request=requests.tool, identify=_tool_identity, adopt=_tool_call_id)
 
 
 TOOL_RUN = _tool(Mode.SYNC)
