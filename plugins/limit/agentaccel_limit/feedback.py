@@ -39,25 +39,24 @@ def _retry_after(headers: Any) -> float | None:
     seconds = _seconds(_header(headers, "retry-after-ms"), 1000)
     if seconds is None:
         seconds = _seconds(_header(headers, "retry-after"), 1)
-    if seconds is None or not math.isfinite(seconds):  # "inf", "nan", "1e999": no wait we could honour
-        return None
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    return None if seconds is None else min(MAX_RETRY_AFTER, max(0.0, seconds))
 
 
 def _seconds(value: Any, per_second: int) -> float | None:
-    """A header's wait in seconds: a number of ``1/per_second`` units, or (for Retry-After) an HTTP date."""
+    """A header's wait in seconds: a number of ``1/per_second`` units, or (for Retry-After) an HTTP date; None
+    for what is not one, and for "inf", "nan" or "1e999", which are no wait we could honour."""
     if value is None:
         return None
     try:
-        return float(value) / per_second
+        seconds = float(value) / per_second
     except (TypeError, ValueError):
-        pass
-    if per_second != 1:
-        return None
-    try:
-        return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-    except (TypeError, ValueError, OverflowError):
-        return None
+        if per_second != 1:
+            return None
+        try:
+            return email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError):
+            return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def _header(headers: Any, name: str) -> Any:

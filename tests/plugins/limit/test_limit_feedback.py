@@ -156,8 +156,8 @@ def test_retry_after_in_a_plain_dict_is_found_whatever_its_capitalisation() -> N
     ({"retry-after": "inf"}, None),  # no wait we could honour: the rule is not paused for ever
     ({"retry-after": "nan"}, None),
     ({"retry-after": "1e999"}, None),
-    ({"retry-after-ms": "inf", "retry-after": "2"}, None),
-    ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),  # an unreadable retry-after-ms leaves Retry-After
+    ({"retry-after-ms": "inf", "retry-after": "2"}, 2.0),  # an unusable retry-after-ms leaves Retry-After
+    ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),
     ({"retry-after": "86400"}, MAX_RETRY_AFTER),  # a day: a misconfigured proxy, capped
     ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, MAX_RETRY_AFTER),
     ({"retry-after": "-5"}, 0.0),
