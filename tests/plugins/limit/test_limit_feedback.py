@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import threading
+from types import SimpleNamespace
 from typing import Any, ClassVar
 
 import openai
@@ -68,17 +69,6 @@ def test_duck_typed_errors_and_causes() -> None:
     assert rate_limited(None) == (False, None)
 
 
-def test_http_date_retry_after() -> None:
-    class Response:
-        status_code = 429
-        headers: ClassVar = {"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}  # in the past: no wait
-
-    class Error(Exception):
-        response = Response()
-
-    assert rate_limited(Error()) == (True, 0.0)
-
-
 def chat_through(server: MockLLM) -> Any:
     api = client(server)
 
@@ -135,20 +125,20 @@ def test_a_429_pauses_the_rule_and_is_counted(agentaccel_spans: SpanRecorder, mo
     assert seen == [1]
 
 
+def rate_limit_error(headers: dict[str, str]) -> Exception:
+    """An exception as a duck-typed client raises one: a 429 response carrying ``headers``."""
+    error = Exception("429 Too Many Requests")
+    error.response = SimpleNamespace(status_code=429, headers=headers)  # type: ignore[attr-defined]
+    return error
+
+
 def test_retry_after_in_a_plain_dict_is_found_whatever_its_capitalisation() -> None:
     # HTTP header names are case-insensitive; a duck-typed response's plain dict keeps the server's spelling
-    class Response:
-        status_code = 429
-        headers: ClassVar = {"Retry-After": "3"}
-
-    class Error(Exception):
-        response = Response()
-
     class MsError(Exception):
         status_code = 429
         response: ClassVar = type("R", (), {"headers": {"Retry-After-Ms": "250", "Retry-After": "9"}})()
 
-    assert rate_limited(Error()) == (True, 3.0)
+    assert rate_limited(rate_limit_error({"Retry-After": "3"})) == (True, 3.0)
     assert rate_limited(MsError()) == (True, 0.25)
 
 
@@ -160,17 +150,9 @@ def test_retry_after_in_a_plain_dict_is_found_whatever_its_capitalisation() -> N
     ({"retry-after-ms": "soon", "retry-after": "2"}, 2.0),
     ({"retry-after": "86400"}, MAX_RETRY_AFTER),  # a day: a misconfigured proxy, capped
     ({"retry-after": "Fri, 31 Dec 9999 23:59:59 GMT"}, MAX_RETRY_AFTER),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0),  # an HTTP date in the past: no wait
     ({"retry-after": "-5"}, 0.0),
     ({"retry-after": "tomorrow"}, None),
 ])
-def test_a_retry_after_that_cannot_be_honoured_does_not_stop_the_rule(headers: dict[str, str],
-                                                                       wait: float | None) -> None:
-    class Response:
-        status_code = 429
-
-    Response.headers = headers  # type: ignore[attr-defined]  # per case
-
-    class Error(Exception):
-        response = Response()
-
-    assert rate_limited(Error()) == (True, wait)
+def test_a_retry_after_is_read_as_a_wait_the_rule_can_honour(headers: dict[str, str], wait: float | None) -> None:
+    assert rate_limited(rate_limit_error(headers)) == (True, wait)
