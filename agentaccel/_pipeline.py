@@ -314,7 +314,8 @@ def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) ->
             effect = plan.send(outcome)
         else:
             next(plan, None)  # ended, not left suspended (see _plan)
-            return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
+            # the plan's last yield is the Outcome; its value read here, unwrap() (a call) only to raise its error
+            return effect.value if effect.error is None else effect.unwrap()  # type: ignore[union-attr]
 
 
 async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., Awaitable[Any]]) -> Any:
@@ -338,7 +339,8 @@ async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., A
             effect = plan.send(outcome)
         else:
             next(plan, None)  # ended, not left suspended (see _plan)
-            return effect.unwrap()  # type: ignore[union-attr]  # the plan's last yield is the Outcome
+            # the plan's last yield is the Outcome; its value read here, unwrap() (a call) only to raise its error
+            return effect.value if effect.error is None else effect.unwrap()  # type: ignore[union-attr]
 
 
 def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., Iterable[Any]]) -> Iterator[Any]:

@@ -61,6 +61,7 @@ REQUEST_ATTRIBUTES = {
     "presence_penalty": "gen_ai.request.presence_penalty",
     "n": "gen_ai.request.choice.count",
 }
+REQUEST_KEYS = frozenset(REQUEST_ATTRIBUTES)
 #: Where the call's name goes, by operation.
 NAME_ATTRIBUTE = {EXECUTE_TOOL: "gen_ai.tool.name", INVOKE_AGENT: "gen_ai.agent.name",
                   INVOKE_WORKFLOW: "agentaccel.workflow.name"}
@@ -111,24 +112,6 @@ class Tracing(Middleware):
         self._static[target] = _Static(tracer, target, self.record_duration is not None)
         return True
 
-    def _per_call(self, call: Call, static: _Static) -> tuple[str, dict[str, Any]]:
-        target = call.target
-        attributes = dict(static.attributes)
-        if target.identify is not None:
-            _identity(attributes, target.operation, call.name, call.provider)
-        subject = call.name
-        if target.operation in MODEL_OPERATIONS:
-            request = call.request
-            for key in request.keys() & REQUEST_ATTRIBUTES.keys():
-                value = request[key]
-                if value is not None:
-                    attributes[REQUEST_ATTRIBUTES[key]] = [value] if key == "stop" and isinstance(value, str) else value
-            subject = request.get("model") or subject
-        if call.scope:
-            for key, value in call.scope.items():
-                attributes[f"agentaccel.scope.{key}"] = value
-        return f"{target.operation} {subject}", attributes
-
     def chained(self, target: Target, inner: tuple[Middleware, ...]) -> None:
         # When a middleware runs inside this one it may answer the call (a cache hit): the span then starts only
         # when the original (or a replay of the answer) is about to run, or at the end with everything known. The
@@ -138,12 +121,7 @@ class Tracing(Middleware):
 
     def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
         static = self._static[call.target]
-        if static.per_call or call.scope:
-            name, attributes = self._per_call(call, static)
-        else:
-            name, attributes = static.name, static.attributes  # the SDK copies them
         start = time.perf_counter_ns() if static.timed else 0
-        tracer = static.tracer
         span: trace.Span | None = None
         began = None
         started: list[trace.Span] | None = None
@@ -151,14 +129,18 @@ class Tracing(Middleware):
             began = time.time_ns()
             started = []
             # Started by the pipeline, if at all, when the original or a replay is about to run (see chained()),
-            # into ``started`` (a partial: cheaper to make than a closure over these names).
-            call.context = partial(_begin, started, tracer, name, static.kind, attributes, began, static.model)
+            # into ``started`` (a partial: cheaper to make than a closure over these names). Its name and
+            # attributes are worked out then, or at the end: a call answered before that needs them only once.
+            call.context = partial(_begin, started, call, static, began)
         else:
-            span = tracer.start_span(name, None, static.kind, attributes)
+            name, attributes = _span_of(call, static, None)
+            span = static.tracer.start_span(name, None, static.kind, attributes)
             call.context = _span_context(span, static.model)
         outcome = yield PROCEED
-        if started:
-            span = started[0]
+        if started is not None:
+            call.context = None  # the partial holds the call: without this the two wait for the cycle collector
+            if started:
+                span = started[0]
         error = outcome.error
         error_type = None if error is None else _error_type(error)
         # describe() tells what the original call's response says (its usage above all); a call a middleware
@@ -170,8 +152,8 @@ class Tracing(Middleware):
         merged = {**ending, **annotated} if ending else annotated  # middleware have the last word
         try:
             if span is None:  # a middleware answered before the original ran: one start with every attribute
-                span = tracer.start_span(name, None, static.kind, {**attributes, **merged} if merged else attributes,
-                                         start_time=began)
+                name, attributes = _span_of(call, static, merged)
+                span = static.tracer.start_span(name, None, static.kind, attributes, None, began)
             elif merged and recording:
                 span.set_attributes(merged)  # one pass for everything known at the end (see chained())
             if error_type is not None:
@@ -180,18 +162,54 @@ class Tracing(Middleware):
             if span is not None:
                 span.end()
         if self.record_duration is not None:
-            metric: dict[str, Any] = {k: attributes[k] for k in ("gen_ai.operation.name", "gen_ai.provider.name",
-                                                                 "gen_ai.request.model") if k in attributes}
-            if error_type is not None:
-                metric["error.type"] = error_type
-            self.record_duration((time.perf_counter_ns() - start) / 1e9, metric)
+            self.record_duration((time.perf_counter_ns() - start) / 1e9, _metric_attributes(call, error_type))
 
 
-def _begin(started: list[trace.Span], tracer: trace.Tracer, name: str, kind: SpanKind, attributes: dict[str, Any],
-           began: int, model: bool) -> Context:
-    span = tracer.start_span(name, None, kind, attributes, start_time=began)
+def _begin(started: list[trace.Span], call: Call, static: _Static, began: int) -> Context:
+    name, attributes = _span_of(call, static, None)
+    span = static.tracer.start_span(name, None, static.kind, attributes, None, began)
     started.append(span)
-    return _span_context(span, model)
+    return _span_context(span, static.model)
+
+
+def _span_of(call: Call, static: _Static, extra: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The span's name and its attributes at start: the target's, the call's own (its name and provider, a model
+    call's model and parameters, the scope), then ``extra``, which has the last word."""
+    if not (static.per_call or call.scope):
+        return static.name, {**static.attributes, **extra} if extra else static.attributes  # the SDK copies them
+    target = call.target
+    attributes = dict(static.attributes)
+    if target.identify is not None:
+        _identity(attributes, target.operation, call.name, call.provider)
+    subject = call.name
+    if static.model:
+        request = call.request
+        if not REQUEST_KEYS.isdisjoint(request):
+            for key in REQUEST_KEYS.intersection(request):
+                value = request[key]
+                if value is not None:
+                    attributes[REQUEST_ATTRIBUTES[key]] = [value] if key == "stop" and isinstance(value, str) else value
+        subject = request.get("model") or subject
+    if call.scope:
+        for key, value in call.scope.items():
+            attributes[f"agentaccel.scope.{key}"] = value
+    if extra:
+        attributes.update(extra)
+    return static.name if subject == target.name else f"{target.operation} {subject}", attributes
+
+
+def _metric_attributes(call: Call, error_type: str | None) -> dict[str, Any]:
+    """The duration histogram's attributes: operation, provider, requested model and error type, those known."""
+    target = call.target
+    attributes: dict[str, Any] = {"gen_ai.operation.name": target.operation}
+    if call.provider:
+        attributes["gen_ai.provider.name"] = call.provider
+    model = call.request.get("model") if target.operation in MODEL_OPERATIONS else None
+    if model is not None:
+        attributes["gen_ai.request.model"] = model
+    if error_type is not None:
+        attributes["error.type"] = error_type
+    return attributes
 
 
 def _span_context(span: trace.Span, model: bool) -> Context:

@@ -17,7 +17,7 @@ import time
 
 from cachetools import LRUCache
 
-from agentaccel_cache.stats import Stats
+from agentaccel_cache.stats import L1_HIT, Stats
 from agentaccel_cache.values import OVERHEAD_BYTES, Entry
 
 
@@ -57,7 +57,7 @@ class L1:
             if entry.expires_at <= time.time():
                 del store[key]
                 return None
-            self._stats.served_locked("hit", "l1", entry)
+            self._stats.served_locked(L1_HIT, entry)
             return entry
 
     def put(self, key: bytes, digest: str, entry: Entry) -> None:

@@ -32,7 +32,7 @@ def install(provider: MeterProvider, active: Callable[[], Cache | None]) -> None
     meter.create_observable_counter(
         "agentaccel.cache.requests", [observe(lambda c: (
             Observation(n, {"agentaccel.cache.result": result, **({"agentaccel.cache.layer": layer} if layer else {})})
-            for (result, layer), n in list(c.stats.results.items())))],
+            for (result, layer), n in list(c.stats.results.items()) if n))],
         unit="{call}", description="Cached-eligible calls by result (hit, miss, coalesced, bypass, error) and layer")
     meter.create_observable_gauge(
         "agentaccel.cache.l1.bytes", [observe(lambda c: [Observation(c.l1.bytes)])], unit="By",

@@ -75,7 +75,7 @@ class CacheMiddleware(Middleware):
         if not refresh:
             entry = cache.l1.hit(encoded)  # counted there
             if entry is not None:
-                call.annotate(KEY, entry.digest)
+                call.attributes[KEY] = entry.digest
                 return self._serve(call, entry, HIT, "l1")
         return self._miss(call, cache, policy, encoded, refresh)
 
@@ -216,8 +216,9 @@ class CacheMiddleware(Middleware):
 
     def _serve(self, call: Call, entry: Entry, result: str, layer: str, value: Any = _UNDECODED) -> Return:
         """The answer from ``entry`` (already counted in the stats)."""
-        call.annotate(RESULT, result)
-        call.annotate(LAYER, layer)
+        attributes = call.attributes  # call.annotate() twice, without its two calls on every hit
+        attributes[RESULT] = result
+        attributes[LAYER] = layer
         return Return(entry.result(call.target.codec) if value is _UNDECODED else value)
 
     def _entry(self, call: Call, outcome: Outcome, policy: Policy, stream: bool, duration: float) -> Entry | None:

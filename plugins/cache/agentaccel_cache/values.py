@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from agentaccel import Codec
+from agentaccel import JSON_CODEC, Codec
 
 MAGIC = b"aac2"  # aac1 (a JSON metadata line) entries are not ours any more: misses, replaced when called
 _MAC_SIZE = 32
@@ -63,7 +63,9 @@ class Entry:
     def result(self, codec: Codec) -> Any:
         """A fresh result from an L1 entry. Its data was made by ``codec.encode`` or has passed ``codec.decode``
         once (an L2 entry enters L1 only after it decoded), so the codec's ``rebuild`` may skip validation."""
-        return to_result(codec, self.stream, orjson.loads(self.text), getattr(codec, "rebuild", codec.decode))
+        data = orjson.loads(self.text)
+        # JSON data is its own result (a stream's, the list of its chunks): no call per hit to pass it through.
+        return data if codec is JSON_CODEC else to_result(codec, self.stream, data, getattr(codec, "rebuild", None))
 
 
 def to_result(codec: Codec, stream: bool, data: Any, decode: Callable[[Any], Any] | None = None) -> Any:
