@@ -1,19 +1,25 @@
 """The call pipeline: middleware decides in one sans-I/O generator per call; four thin drivers (sync, async, sync
 stream, async stream) perform what it asks.
 
-A middleware's ``flow(call)`` is a generator (or returns its decision alone, when it wants nothing more of the
-call: see :meth:`Middleware.flow`). It may yield :class:`Io` effects (work that has a sync and an async
-form: a lock, a Redis round trip) and gets each result sent back; then it yields exactly one decision,
+A middleware's ``flow(call)`` is a generator (or returns its decision alone, or a function of the outcome, when
+that is all it needs: see :meth:`Middleware.flow`). It may yield :class:`Io` effects (work that has a sync and an
+async form: a lock, a Redis round trip) and gets each result sent back; then it yields exactly one decision,
 :class:`Proceed` (let the call go on) or :class:`Return` (answer without calling: a cache hit); then it is sent the
 :class:`~agentaccel.Outcome` and may yield further :class:`Io` effects before it returns. All the logic lives in
-:func:`_plan`, which walks the flows in order and unwinds them in reverse; the drivers only run effects and the
-original callable, so sync and async behave the same by construction.
+:func:`_open` and :func:`_plan`, which walk the flows in order and unwind them in reverse; the drivers only run
+effects and the original callable, so sync and async behave the same by construction.
+
+A call whose flows all decide without a generator (every call's span, a cache hit, a call no limit rule matches)
+needs no plan: :func:`_open` decides it, and the sync and async drivers run the original or take the answer and
+tell the finishers, with no generator made for the call. A plan's generator, made and run for every call, was the
+largest share of what the pipeline added to an L1 hit.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Iterator, Sequence
 from contextvars import ContextVar, Token
 from typing import Any
@@ -57,6 +63,7 @@ class Return:
 
 PROCEED = Proceed()
 Flow = Generator[Io | Proceed | Return, Any, None]
+Finish = Callable[[Outcome], None]
 
 
 class Middleware:
@@ -79,9 +86,11 @@ class Middleware:
         """Told once per target, after every middleware answered :meth:`accepts`, which middleware run inside
         this one for calls of ``target`` (empty when it is the innermost)."""
 
-    def flow(self, call: Call) -> Flow | Proceed | Return:
+    def flow(self, call: Call) -> Flow | Proceed | Return | Finish:
         """The call's flow (a generator, see the module's docstring); or, when this middleware wants nothing more
-        of the call once it has decided (no outcome, no effects), the decision itself: PROCEED or a Return."""
+        of the call once it has decided (no outcome, no effects), the decision itself: PROCEED or a Return; or,
+        when it lets the call go on and wants only its outcome (no effects), a function the pipeline calls with
+        the :class:`~agentaccel.Outcome` (a finisher: no generator to make and end on every call)."""
         return PROCEED
 
 
@@ -130,7 +139,7 @@ class _Invoke:
 
 
 _INVOKE = _Invoke()
-_UNMADE: Any = object()  # a flow not made yet (its middleware's flow() raised)
+_GENERATOR = types.GeneratorType
 
 
 _failures: dict[str, int] = {}
@@ -161,66 +170,126 @@ def _step(flow: Flow, value: Any, error: BaseException | None) -> Any:
 
 
 Effect = Io | _Invoke | Return | Outcome
+#: The flows a call entered, in order: each middleware with its generator or its finisher.
+Entered = list[tuple[Middleware, Any]]
 
 
-def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, None]:
-    """Run every flow's decision phase, ask the driver for the centre, unwind. Yields effects for the driver:
-    an :class:`Io` is answered with ``(value, error)``; :data:`_INVOKE` (call the original) and a
-    :class:`Return` to replay (a stream's chunks, or a result its target replays) with an :class:`Outcome`; the
-    last thing yielded is the final :class:`Outcome` (yielded, not returned: a StopIteration on every call
-    costs), after which the driver resumes the plan once with ``next(plan, None)`` to end it (a suspended
-    generator, once collected, is closed by a GeneratorExit thrown into it, which costs too)."""
-    entered: list[tuple[Middleware, Flow]] = []
+def _open(chain: Sequence[Middleware], call: Call, entered: Entered, start: int) -> tuple[int, Any]:
+    """Run the decision phase of ``chain[start:]`` for as long as each flow decides without a generator
+    (PROCEED, a Return, a finisher, which joins ``entered``). Returns ``(index, stop)``: ``stop`` is the Return
+    that answered the call, the Outcome of a refusal, the generator flow of ``chain[index]`` (a plan runs it,
+    with its effects, then opens the rest), or None when every flow let the call go on."""
+    for index in range(start, len(chain)):
+        mw = chain[index]
+        try:
+            flow = mw.flow(call)
+        except BaseException as exc:
+            if _deliberate(exc):
+                return index, Outcome(error=exc)
+            isolate(mw.name, exc)
+            continue
+        kind = type(flow)
+        if kind is Proceed:
+            continue
+        if kind is Return or kind is _GENERATOR:
+            return index, flow
+        if callable(flow):  # a finisher (generators are not callable)
+            entered.append((mw, flow))
+        elif hasattr(flow, "send"):  # a generator of another make
+            return index, flow
+        else:
+            isolate(mw.name, PluginError(f"flow of {mw.name!r} returned {flow!r}; expected a generator, PROCEED, "
+                                         "a Return or a function of the outcome"))
+    return len(chain), None
+
+
+def _answer(call: Call, decision: Return) -> Outcome | None:
+    """The outcome of a call a middleware answered with ``decision``, once the target has adopted its value
+    (see Target.adopt); None when the driver hands the value out itself (a stream's chunks, or a value its
+    target replays)."""
+    target = call.target
+    if target.adopt is not None:
+        try:
+            target.adopt(call, decision.value)
+        except BaseException as exc:  # as a replay that raises: the call fails there
+            return Outcome(error=exc, served=True)
+    if target.mode.is_stream or target.replay is not None:
+        return None
+    return Outcome(decision.value, None, True)  # positional: keywords cost 0.2 us here
+
+
+def _close(entered: Entered, outcome: Outcome) -> Outcome:
+    """Tell finishers (only) the outcome, innermost first: the outcome the flows outside them see."""
+    for mw, finish in reversed(entered):
+        try:
+            finish(outcome)
+        except BaseException as exc:
+            outcome = _fault(mw, exc, outcome)
+    return outcome
+
+
+def _fault(mw: Middleware, exc: BaseException, outcome: Outcome) -> Outcome:
+    """The outcome after a flow raised ``exc`` once told ``outcome``: a deliberate error replaces it, a bug is
+    isolated and leaves it."""
+    if _deliberate(exc):
+        return Outcome(error=exc)
+    isolate(mw.name, exc)
+    return outcome
+
+
+def _plan(chain: Sequence[Middleware], call: Call, entered: Entered, index: int, stop: Any
+          ) -> Generator[Effect, Any, None]:
+    """The rest of a call :func:`_open` stopped at ``stop`` (the flows before it are in ``entered``): run each
+    generator flow's decision phase and open the flows after it, ask the driver for the centre, unwind every
+    entered flow in reverse. Yields effects for the driver: an :class:`Io` is answered with ``(value, error)``;
+    :data:`_INVOKE` (call the original) and a :class:`Return` to replay (a stream's chunks, or a result its
+    target replays) with an :class:`Outcome`; the last thing yielded is the final :class:`Outcome` (yielded, not
+    returned: a StopIteration on every call costs), after which the driver resumes the plan once with
+    ``next(plan, None)`` to end it (a suspended generator, once collected, is closed by a GeneratorExit thrown
+    into it, which costs too)."""
     outcome: Outcome | None = None
     centre: _Invoke | Return = _INVOKE
     effect: Any  # a decision, or what a flow yielded
-    for mw in chain:
-        flow: Any = _UNMADE
+    while stop is not None:
+        if type(stop) is Return:
+            outcome = _answer(call, stop)
+            if outcome is None:
+                centre = stop  # the driver replays it (Target.replay)
+            break
+        if type(stop) is Outcome:  # a flow refused the call
+            outcome = stop
+            break
+        mw, flow = chain[index], stop
         try:
-            flow = mw.flow(call)
-            if type(flow) is Proceed:
-                continue  # decided without a generator: it wants nothing more of this call
-            if type(flow) is Return:
-                effect, flow = flow, None
-            else:
-                effect = next(flow)
-                while type(effect) is Io:
-                    value, error = yield effect
-                    effect = _step(flow, value, error)
+            effect = next(flow)
+            while type(effect) is Io:
+                value, error = yield effect
+                effect = _step(flow, value, error)
         except StopIteration:
             isolate(mw.name, PluginError(f"flow of {mw.name!r} returned before deciding Proceed or Return"))
-            continue
+            effect = None
         except BaseException as exc:
-            if not _deliberate(exc):
-                isolate(mw.name, exc if flow is _UNMADE or hasattr(flow, "send") else PluginError(
-                    f"flow of {mw.name!r} returned {flow!r}; expected a generator, PROCEED or a Return"))
-                continue
-            outcome = Outcome(error=exc)
-            break
+            if _deliberate(exc):
+                outcome = Outcome(error=exc)
+                break
+            isolate(mw.name, exc)
+            effect = None
+        if type(effect) is Return:
+            entered.append((mw, flow))
+            stop = effect
+            continue
         if type(effect) is Proceed:
             entered.append((mw, flow))
-            continue
-        if type(effect) is not Return:
+        elif effect is not None:
             flow.close()
             isolate(mw.name, PluginError(f"flow of {mw.name!r} yielded {effect!r}; expected Io, Proceed or Return"))
-            continue
-        if flow is not None:
-            entered.append((mw, flow))
-        target = call.target
-        if target.adopt is not None:
-            try:
-                target.adopt(call, effect.value)
-            except BaseException as exc:  # as a replay that raises: the call fails there
-                outcome = Outcome(error=exc, served=True)
-                break
-        if target.mode.is_stream or target.replay is not None:
-            centre = effect  # the driver replays it (Target.replay)
-        else:
-            outcome = Outcome(effect.value, None, True)  # positional: keywords cost 0.2 us here
-        break
+        index, stop = _open(chain, call, entered, index + 1)
     if outcome is None:
         outcome = yield centre
     for mw, flow in reversed(entered):
+        if callable(flow):  # a finisher (generators are not callable)
+            outcome = _close([(mw, flow)], outcome)
+            continue
         try:
             effect = flow.send(outcome)
             while type(effect) is Io:
@@ -231,10 +300,7 @@ def _plan(chain: Sequence[Middleware], call: Call) -> Generator[Effect, Any, Non
         except StopIteration:
             pass
         except BaseException as exc:
-            if _deliberate(exc):
-                outcome = Outcome(error=exc)
-            else:
-                isolate(mw.name, exc)
+            outcome = _fault(mw, exc, outcome)
     yield outcome
 
 
@@ -280,71 +346,106 @@ def _exit(tokens: tuple[Token[Call | None], object | None]) -> None:
 
 
 def run_sync(chain: Sequence[Middleware], call: Call, fn: Callable[..., Any]) -> Any:
-    plan = _plan(chain, call)
+    entered: Entered = []
+    index, stop = _open(chain, call, entered, 0)
+    # Decided without a generator flow, the call needs no plan (see the module's docstring).
+    if stop is None:
+        outcome = _close(entered, _call(call, fn))
+    elif type(stop) is Outcome:  # refused
+        outcome = _close(entered, stop)
+    elif type(stop) is Return:  # answered (a sync call is no stream: its answer is adopted, or replayed)
+        outcome = _close(entered, _answer(call, stop) or _replayed(call, stop))
+    else:
+        outcome = _run_plan(_plan(chain, call, entered, index, stop), call, fn)
+    return outcome.value if outcome.error is None else outcome.unwrap()  # unwrap(), a call, only to raise
+
+
+def _run_plan(plan: Generator[Effect, Any, None], call: Call, fn: Callable[..., Any]) -> Outcome:
     effect = next(plan)
     while True:
         if type(effect) is Io:
             effect = plan.send(_run_io(effect, call))
         elif type(effect) is _Invoke:
-            # _context/_enter/_exit inlined: this is the path every sync call takes
-            context = call.context
-            if callable(context):
-                context = _context(call)
-            active = _ACTIVE.set(call)
-            attached = otel_context.attach(context) if context is not None else None
-            try:
-                outcome = Outcome(fn(*call.args, **call.kwargs))
-            except BaseException as exc:
-                outcome = Outcome(error=exc)
-            finally:
-                if attached is not None:
-                    otel_context.detach(attached)
-                _ACTIVE.reset(active)
-            effect = plan.send(outcome)
+            effect = plan.send(_call(call, fn))
         elif type(effect) is Return:  # an answer whose target replays it (see Target.replay)
-            tokens = _enter(call, _context(call))
-            try:
-                call.target.replay(call, effect.value)  # type: ignore[misc]  # _plan asks only when it is set
-            except BaseException as exc:
-                outcome = Outcome(error=exc, served=True)
-            else:
-                outcome = Outcome(effect.value, served=True)
-            finally:
-                _exit(tokens)
-            effect = plan.send(outcome)
+            effect = plan.send(_replayed(call, effect))
         else:
             next(plan, None)  # ended, not left suspended (see _plan)
-            # the plan's last yield is the Outcome; its value read here, unwrap() (a call) only to raise its error
-            return effect.value if effect.error is None else effect.unwrap()  # type: ignore[union-attr]
+            return effect  # type: ignore[return-value]  # the plan's last yield is the Outcome
+
+
+def _replayed(call: Call, answer: Return) -> Outcome:
+    """The outcome of a sync call's ``answer`` after its target's replay of it, in the call's context."""
+    tokens = _enter(call, _context(call))
+    try:
+        call.target.replay(call, answer.value)  # type: ignore[misc]  # asked for only when it is set
+    except BaseException as exc:
+        return Outcome(error=exc, served=True)
+    else:
+        return Outcome(answer.value, served=True)
+    finally:
+        _exit(tokens)
+
+
+def _call(call: Call, fn: Callable[..., Any]) -> Outcome:
+    """The original's outcome, run in the call's context as the active call (a sync call's centre)."""
+    # _context/_enter/_exit inlined: this is the path every sync call takes
+    context = call.context
+    if callable(context):
+        context = _context(call)
+    active = _ACTIVE.set(call)
+    attached = otel_context.attach(context) if context is not None else None
+    try:
+        return Outcome(fn(*call.args, **call.kwargs))
+    except BaseException as exc:
+        return Outcome(error=exc)
+    finally:
+        if attached is not None:
+            otel_context.detach(attached)
+        _ACTIVE.reset(active)
 
 
 async def run_async(chain: Sequence[Middleware], call: Call, fn: Callable[..., Awaitable[Any]]) -> Any:
-    plan = _plan(chain, call)
-    effect = next(plan)
-    while True:
-        if type(effect) is Io:
-            effect = plan.send(await _arun_io(effect, call))
-        elif type(effect) is _Invoke or type(effect) is Return:  # the original, or an answer to replay
-            served = type(effect) is Return
-            tokens = _enter(call, _context(call))
-            try:
-                value = await (_areplayed(call, effect.value) if served  # type: ignore[union-attr]
-                               else fn(*call.args, **call.kwargs))
-            except BaseException as exc:
-                outcome = Outcome(error=exc, served=served)
-            else:
-                outcome = Outcome(value, served=served)
-            finally:
-                _exit(tokens)
-            effect = plan.send(outcome)
-        else:
-            next(plan, None)  # ended, not left suspended (see _plan)
-            # the plan's last yield is the Outcome; its value read here, unwrap() (a call) only to raise its error
-            return effect.value if effect.error is None else effect.unwrap()  # type: ignore[union-attr]
+    entered: Entered = []
+    index, stop = _open(chain, call, entered, 0)
+    # As in run_sync: a call decided without a generator flow needs no plan.
+    if stop is None:
+        outcome = _close(entered, await _acall(call, fn, None))
+    elif type(stop) is Outcome:  # refused
+        outcome = _close(entered, stop)
+    elif type(stop) is Return:  # answered: adopted, or replayed
+        outcome = _close(entered, _answer(call, stop) or await _acall(call, fn, stop))
+    else:
+        plan = _plan(chain, call, entered, index, stop)
+        effect = next(plan)
+        while type(effect) is not Outcome:
+            if type(effect) is Io:
+                effect = plan.send(await _arun_io(effect, call))
+            else:  # the original, or an answer to replay
+                effect = plan.send(await _acall(call, fn, effect if type(effect) is Return else None))
+        next(plan, None)  # ended, not left suspended (see _plan)
+        outcome = effect
+    return outcome.value if outcome.error is None else outcome.unwrap()
+
+
+async def _acall(call: Call, fn: Callable[..., Awaitable[Any]], answer: Return | None) -> Outcome:
+    """The outcome of the original (or of ``answer`` after its replay), run in the call's context as the active
+    call (an async call's centre)."""
+    served = answer is not None
+    tokens = _enter(call, _context(call))
+    try:
+        value = await (_areplayed(call, answer.value) if answer is not None else fn(*call.args, **call.kwargs))
+    except BaseException as exc:
+        return Outcome(error=exc, served=served)
+    else:
+        return Outcome(value, served=served)
+    finally:
+        _exit(tokens)
 
 
 def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., Iterable[Any]]) -> Iterator[Any]:
-    plan = _plan(chain, call)
+    entered: Entered = []
+    plan = _plan(chain, call, entered, *_open(chain, call, entered, 0))
     effect = next(plan)
     while True:
         if type(effect) is Io:
@@ -391,7 +492,8 @@ def run_sync_stream(chain: Sequence[Middleware], call: Call, fn: Callable[..., I
 async def run_async_stream(
     chain: Sequence[Middleware], call: Call, fn: Callable[..., AsyncIterator[Any]]
 ) -> AsyncIterator[Any]:
-    plan = _plan(chain, call)
+    entered: Entered = []
+    plan = _plan(chain, call, entered, *_open(chain, call, entered, 0))
     effect = next(plan)
     while True:
         if type(effect) is Io:

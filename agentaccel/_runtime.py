@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 import pluggy
@@ -17,9 +18,8 @@ from agentaccel._config import Config, ConfigSpec, load
 from agentaccel._errors import ConfigError
 from agentaccel._pipeline import (
     _ACTIVE,
-    PROCEED,
+    Finish,
     Middleware,
-    Proceed,
     isolate,
     order,
     owned_by_outer,
@@ -247,9 +247,10 @@ class _Observe(Middleware):
     def __init__(self, impls: list[pluggy.HookImpl]) -> None:
         self.impls = impls
 
-    def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
-        start = time.perf_counter()
-        outcome = yield PROCEED
+    def flow(self, call: Call) -> Finish:
+        return partial(self._finished, call, time.perf_counter())
+
+    def _finished(self, call: Call, start: float, outcome: Outcome) -> None:
         values = {"call": call, "outcome": outcome, "duration_s": time.perf_counter() - start}
         for impl in self.impls:
             try:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -37,7 +37,7 @@ from agentaccel._otel import (
     otlp_endpoint,
     tracer_provider,
 )
-from agentaccel._pipeline import PROCEED, Middleware, Proceed, isolate
+from agentaccel._pipeline import Finish, Middleware, isolate
 from agentaccel._plugins import hookimpl
 
 
@@ -119,15 +119,14 @@ class Tracing(Middleware):
         # L1 hit.
         self._static[target].defer = bool(inner)
 
-    def flow(self, call: Call) -> Generator[Proceed, Outcome, None]:
+    def flow(self, call: Call) -> Finish:
+        # A finisher, not a generator (see Middleware.flow): every call passes through here.
         static = self._static[call.target]
         start = time.perf_counter_ns() if static.timed else 0
-        span: trace.Span | None = None
         began = None
-        started: list[trace.Span] | None = None
+        started: list[trace.Span] = []
         if static.defer:
             began = time.time_ns()
-            started = []
             # Started by the pipeline, if at all, when the original or a replay is about to run (see chained()),
             # into ``started`` (a partial: cheaper to make than a closure over these names). Its name and
             # attributes are worked out then, or at the end: a call answered before that needs them only once.
@@ -135,13 +134,22 @@ class Tracing(Middleware):
         else:
             name, attributes = _span_of(call, static, None)
             span = static.tracer.start_span(name, None, static.kind, attributes)
+            started.append(span)
             call.context = _span_context(span, static.model)
-        outcome = yield PROCEED
-        if started is not None:
-            call.context = None  # the partial holds the call: without this the two wait for the cycle collector
-            if started:
-                span = started[0]
+        return partial(self._end, call, static, started, began, start)
+
+    def _end(self, call: Call, static: _Static, started: list[trace.Span], began: int | None, start: int,
+             outcome: Outcome) -> None:
         error = outcome.error
+        if began is not None:
+            call.context = None  # the starter holds the call: without this the two wait for the cycle collector
+            if not started and outcome.served and error is None and self.record_duration is None:
+                # Answered before anything ran (a cache hit: not a stream, whose span starts with its first
+                # chunk), the hot path: one start with every attribute, and its end.
+                name, attributes = _span_of(call, static, call.attributes)
+                static.tracer.start_span(name, None, static.kind, attributes, None, began).end()
+                return
+        span = started[0] if started else None
         error_type = None if error is None else _error_type(error)
         # describe() tells what the original call's response says (its usage above all); a call a middleware
         # answered (a cache hit) used no tokens, and a backend that sums gen_ai.usage.* must not count it twice.

@@ -181,6 +181,27 @@ class Plain(Middleware):
         return self.decision
 
 
+class Finisher(Middleware):
+    """A flow that is a function of the outcome (a finisher): it lets the call go on, is told how it ended, and
+    raises ``error`` (if any) when told."""
+
+    def __init__(self, name: str, log: list[tuple[str, str]], error: BaseException | None = None) -> None:
+        self.name = name
+        self.log = log
+        self.error = error
+        self.outcomes: list[Outcome] = []
+
+    def flow(self, call: agentaccel.Call) -> Callable[[Outcome], None]:
+        self.log.append((self.name, "enter"))
+        return functools.partial(self._finish, call)
+
+    def _finish(self, call: agentaccel.Call, outcome: Outcome) -> None:
+        self.log.append((self.name, "exit"))
+        self.outcomes.append(outcome)
+        if self.error is not None:
+            raise self.error
+
+
 def accelerated(mode: Mode, body: Callable[[], Iterable[Any]], **options: Any) -> Callable[[], Any]:
     """An accelerated function of ``mode`` producing ``body()``'s items: returned as a list by the sync function
     and the coroutine, yielded one by one by the generators."""
@@ -361,10 +382,56 @@ def test_a_plain_flow_that_returns_junk_or_fails_is_isolated_and_one_that_refuse
     with caplog.at_level(logging.ERROR, logger="agentaccel"):
         assert consume(mode, accelerated(mode, lambda: ["a"])) == ["a"]
     assert failures_since(before) == {junk.name: 1, bug.name: 1}
-    assert f"flow of '{junk.name}' returned None; expected a generator, PROCEED or a Return" in caplog.text
+    assert (f"flow of '{junk.name}' returned None; expected a generator, PROCEED, a Return or a function of the "
+            "outcome") in caplog.text
     register(MiddlewarePlugin(refuse), "plain-refuse")  # enabled now: registering re-enables with it
     with pytest.raises(Refused, match="no"):
         consume(mode, accelerated(mode, lambda: ["a"]))
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+@pytest.mark.parametrize("inside", ["nothing", "a generator flow", "a plain answer", "an answering generator"])
+def test_a_finisher_is_told_the_outcome_in_its_turn_with_generator_flows_around_and_inside_it(
+        mode: Mode, inside: str, register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    outer, middle = Finisher("outer", log), Recorder("middle", log=log, collect=True)
+    inner = {"nothing": Finisher("inner", log), "a generator flow": Recorder("inner", log=log),
+             "a plain answer": Plain("inner", Return(["x"])), "an answering generator": ShortCircuit(["x"])}[inside]
+    register(MiddlewarePlugin(outer, middle, inner), "finishers")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+    answered = inside in ("a plain answer", "an answering generator")
+
+    assert consume(mode, accelerated(mode, lambda: ["a", "b"])) == (["x"] if answered else ["a", "b"])
+
+    expected_inner = [("inner", "enter"), ("inner", "exit")] if isinstance(inner, (Finisher, Recorder)) else []
+    assert log == [("outer", "enter"), ("middle", "enter"), *expected_inner, ("middle", "exit"), ("outer", "exit")]
+    (told,) = outer.outcomes
+    assert told is middle.outcomes[0]  # the same Outcome, unchanged on its way out
+    assert told.value == (["x"] if answered else ["a", "b"]) and told.error is None and told.served is answered
+    assert failures_since(before) == {}
+
+
+@pytest.mark.parametrize("mode", MODES, ids=IDS)
+def test_a_finisher_that_refuses_fails_the_call_and_one_with_a_bug_is_isolated(
+        mode: Mode, register: Register) -> None:
+    log: list[tuple[str, str]] = []
+    outer = Finisher("outer", log)
+    bug = Finisher(f"finisher-bug-{mode.value}", log, RuntimeError("bug"))
+    register(MiddlewarePlugin(outer, bug), "finisher-bug")
+    agentaccel.enable()
+    before = agentaccel.plugin_failures()
+
+    assert consume(mode, accelerated(mode, lambda: ["a"])) == ["a"]
+
+    assert failures_since(before) == {bug.name: 1}
+    told = outer.outcomes[0]  # the bug changed nothing (a stream's chunks are counted, not collected, here)
+    assert told.completed and (told.chunks == 1 if isinstance(told, StreamOutcome) else told.value == ["a"])
+    refuse = Finisher("refuse", log, Refused("not after all"))
+    register(MiddlewarePlugin(refuse), "finisher-refuse")  # enabled now: registering re-enables with it
+    with pytest.raises(Refused, match="not after all"):
+        consume(mode, accelerated(mode, lambda: ["a"]))
+    assert isinstance(outer.outcomes[-1].error, Refused)  # the middleware outside see the refusal
 
 
 @pytest.mark.parametrize("mode", MODES, ids=IDS)
