@@ -11,8 +11,7 @@ effects and the original callable, so sync and async behave the same by construc
 
 A call whose flows all decide without a generator (every call's span, a cache hit, a call no limit rule matches)
 needs no plan: :func:`_open` decides it, and the sync and async drivers run the original or take the answer and
-tell the finishers, with no generator made for the call. A plan's generator, made and run for every call, was the
-largest share of what the pipeline added to an L1 hit.
+tell the finishers, with no generator made for the call.
 """
 
 from __future__ import annotations
