@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
-from benchutil import discarding_provider, in_span, per_call_ns, recorded_span
+from benchutil import discarding_provider, in_span, per_call_ns, recorded_span, span_after_cache_pollution
 from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_llm_cache
@@ -92,7 +92,10 @@ def hit_latency(url: str, rounds: int, calls: int) -> None:
                 agentaccel.disable()
             alone = per_call_ns(in_span(tracer, spans[label], lambda: None), calls)
             ratios.setdefault((label, "span alone"), []).append(alone / native)
+    cold, hot = span_after_cache_pollution(tracer, spans["handler"], calls // 10)
     print(f"(a) hit latency, {size} chars in 2 messages, {rounds} rounds x {calls} calls")
+    print(f"    the hit's bare SDK span costs {hot / 1000:.1f} us called in a loop, {cold / 1000:.1f} us right after "
+          f"an 8 MB copy (the CPU's caches emptied of its code and data, as work between two spans can empty them)")
     for label, target in (("no handler", 0.5), ("handler", 1.1)):
         median, off, in_place, alone = (statistics.median(ratios[label, setup])
                                         for setup in ("ours", "spans off", "in place", "span alone"))

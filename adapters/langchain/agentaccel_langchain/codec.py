@@ -65,32 +65,54 @@ def constructible() -> dict[str, Any]:
     return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk, "tool": ToolMessage}
 
 
-_set = object.__setattr__
-
-
 @functools.cache
-def _plain_fields(cls: Any) -> tuple[str, ...] | None:
-    """The field names of ``cls`` in order, when pydantic's ``model_construct`` of data holding every field and
-    nothing else amounts to taking that dict as the instance's: no aliases, private attributes, post-init hook
-    or root model. None otherwise."""
+def _layout(cls: Any) -> tuple[tuple[str, ...], bool] | None:
+    """The field names of ``cls`` in order and whether it keeps extra fields, when pydantic's ``model_construct``
+    of data holding every field and nothing else amounts to taking that dict as the instance's: no aliases,
+    private attributes, post-init hook or root model. None otherwise."""
     fields = cls.__pydantic_fields__
     if (cls.__pydantic_post_init__ or cls.__private_attributes__ or cls.__pydantic_root_model__
             or any(f.alias is not None or f.validation_alias is not None for f in fields.values())):
         return None
-    return tuple(fields)
+    return tuple(fields), cls.model_config.get("extra") == "allow"
 
 
-def _assemble(cls: Any, fields: dict[str, Any], fields_set: set[str]) -> Any:
-    """``cls`` with ``fields`` as its instance dict, as ``model_construct`` lays an instance out, when ``fields``
-    holds exactly the class's fields in order (see :func:`_plain_fields`); None otherwise."""
-    if tuple(fields) != _plain_fields(cls):
-        return None
+_set = object.__setattr__
+
+
+def _new(cls: Any, extra: bool, fields: dict[str, Any], fields_set: set[str]) -> Any:
+    """``cls`` with ``fields`` as its instance dict, as ``model_construct`` lays an instance out: for a class with
+    a :func:`_layout`, ``fields`` holding its names in order, and ``extra`` as the layout says."""
     instance = cls.__new__(cls)
     _set(instance, "__dict__", fields)
     _set(instance, "__pydantic_fields_set__", fields_set)
-    _set(instance, "__pydantic_extra__", {} if cls.model_config.get("extra") == "allow" else None)
+    _set(instance, "__pydantic_extra__", {} if extra else None)
     _set(instance, "__pydantic_private__", None)
     return instance
+
+
+#: The fields of a ChatGeneration(Chunk) and of a ChatResult in the order their classes declare them, which is
+#: the order this codec writes them in.
+_GENERATION_FIELDS = ("text", "generation_info", "type", "message")
+_RESULT_FIELDS = ("generations", "llm_output")
+
+
+@functools.cache
+def _generation_layout(cls: Any) -> tuple[bool, str] | None:
+    """Whether ChatGeneration(Chunk) ``cls`` keeps extra fields, and its ``type``, when its layout is
+    :data:`_GENERATION_FIELDS`; None when it is not (a LangChain that changed it). Asked once per class, not on
+    every hit."""
+    layout = _layout(cls)
+    if layout is None or layout[0] != _GENERATION_FIELDS:
+        return None
+    return layout[1], cls.__pydantic_fields__["type"].default
+
+
+@functools.cache
+def _result_layout() -> bool | None:
+    """Whether ChatResult keeps extra fields, when its layout is :data:`_RESULT_FIELDS`; None otherwise."""
+    layout = _layout(_outputs().ChatResult)
+    return layout[1] if layout and layout[0] == _RESULT_FIELDS else None
 
 
 def rebuild_message(data: Any) -> Any:
@@ -103,8 +125,10 @@ def rebuild_message(data: Any) -> Any:
     if cls is None:
         return decode_message(data)
     fields = data["data"]
-    message = _assemble(cls, fields, set(fields))
-    return message if message is not None else cls.model_construct(**fields)
+    layout = _layout(cls)
+    if layout is not None and tuple(fields) == layout[0]:
+        return _new(cls, layout[1], fields, set(fields))
+    return cls.model_construct(**fields)
 
 
 @functools.cache
@@ -145,11 +169,11 @@ def _make_generation(cls: Any, data: Any, trusted: bool) -> Any:
     info = data.get("generation_info")
     text = data.get("text")
     if trusted and isinstance(text, str):
-        fields = {"text": text, "generation_info": info, "type": cls.__pydantic_fields__["type"].default,
-                  "message": message}
-        generation = _assemble(cls, fields, {"message", "generation_info", "text"})
-        if generation is not None:
-            return generation
+        layout = _generation_layout(cls)
+        if layout is not None:
+            extra, kind = layout
+            fields = {"text": text, "generation_info": info, "type": kind, "message": message}
+            return _new(cls, extra, fields, {"message", "generation_info", "text"})
     generation = cls(message=message, generation_info=info)
     if not trusted and text is not None and text != generation.text:
         raise CodecError("stored generation text does not match its message")
@@ -182,10 +206,10 @@ class ChatResultCodec(_MessageCodec):
         outputs = _outputs()
         generations = [_make_generation(outputs.ChatGeneration, g, trusted) for g in data["generations"]]
         if trusted:
-            result = _assemble(outputs.ChatResult, {"generations": generations, "llm_output": None},
-                               {"generations"})
-            if result is not None:
-                return result
+            extra = _result_layout()
+            if extra is not None:
+                return _new(outputs.ChatResult, extra, {"generations": generations, "llm_output": None},
+                            {"generations"})
         return outputs.ChatResult(generations=generations)
 
 

@@ -270,9 +270,11 @@ def _select_generate(plain: Target, events: Target, method: str, instance: Any, 
     ``plain`` otherwise."""
     marker = _v2_handler()
     run_manager = _run_manager(args, kwargs)
-    if marker is None or run_manager is None or not any(isinstance(h, marker) for h in run_manager.handlers):
-        return plain
-    return events if hasattr(instance, method) else plain
+    if marker is not None and run_manager is not None:
+        for handler in run_manager.handlers:  # a loop, not any(): a generator costs more than the one handler
+            if isinstance(handler, marker):
+                return events if hasattr(instance, method) else plain
+    return plain
 
 
 #: Graphs built by the agent factories (weakly held: a graph that is dropped leaves nothing behind).

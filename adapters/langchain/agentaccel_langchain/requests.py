@@ -26,11 +26,12 @@ _NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages
 #: The same for the model's own parameters, where "stop" is the model's stop sequences (``ChatOpenAI(stop=...)``),
 #: which are sent when the call gives none.
 _NOT_MODEL_PARAMS = _NOT_PARAMS - {"stop"}
-#: The dict and list fields every LangChain model has that steer LangChain, never the answer. The memo's snapshot
-#: keeps them as they are rather than deep-copying them: a callback handler holds locks, which deepcopy cannot
-#: copy, and so may anything in metadata. (The other such fields, cache, rate_limiter and verbose, are never
-#: deep-copied: they are not dicts or lists.)
-_NOT_ANSWER_FIELDS = frozenset({"callbacks", "metadata", "tags"})
+#: The dict and list fields every LangChain model has that steer LangChain, never the answer (``profile`` is what
+#: the model can do, for LangChain to read). The memo's snapshot keeps them as they are rather than deep-copying
+#: them: a callback handler holds locks, which deepcopy cannot copy, and so may anything in metadata; and a field
+#: kept as it is compares by identity on every call, where a copy compares deeply. (The other such fields, cache,
+#: rate_limiter and verbose, are never deep-copied: they are not dicts or lists.)
+_NOT_ANSWER_FIELDS = frozenset({"callbacks", "metadata", "tags", "profile"})
 _MODEL_FIELDS = ("model", "model_name", "model_id", "deployment_name")
 
 
@@ -86,18 +87,20 @@ def _message(message: Any) -> Any:
     return data
 
 
-#: id(model) -> (weak reference, snapshot of its fields, its part of the request: parameters and model fields).
-_params: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], tuple[dict[str, Any], dict[str, Any]]]] = {}
+#: A request's part that comes from the model: its parameters, its model-name fields, and the model's name.
+_Part = tuple[dict[str, Any], dict[str, Any], str | None]
+#: id(model) -> (weak reference, snapshot of its fields, its part of the request).
+_params: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], _Part]] = {}
 
 
 def _forget(key: int, _reference: object) -> None:
     _params.pop(key, None)
 
 
-def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+def _model_part(instance: Any) -> _Part:
     """The model's part of every request: its invocation parameters as JSON data (without the model's name and
-    what steers LangChain) with its base URL (the same model name on another server is another model), and its
-    model-name fields. For chat models the parameters are
+    what steers LangChain) with its base URL (the same model name on another server is another model), its
+    model-name fields, and the name they give (:func:`_model_name`). For chat models the parameters are
     ``_get_invocation_params()``; text-completion models key LangChain's own cache on ``asdict()`` (their
     identifying parameters and type), which is what they have instead.
 
@@ -116,7 +119,8 @@ def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     params = dict(get())
     models = {name: params.pop(name) for name in _MODEL_FIELDS if name in params}
     params["base_url"] = base_url(instance)
-    part = jsonable({k: v for k, v in params.items() if k not in _NOT_MODEL_PARAMS}), models
+    answer = {k: v for k, v in params.items() if k not in _NOT_MODEL_PARAMS}
+    part = jsonable(answer), models, _model_name(instance, models)
     try:
         reference = weakref.ref(instance, partial(_forget, key))
     except TypeError:  # not weak-referenceable: not kept
@@ -132,18 +136,25 @@ def _model_part(instance: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     return part
 
 
+def _model_name(instance: Any, models: Mapping[str, Any]) -> str | None:
+    """The model's name: ChatOpenAI says "model", others "model_name" or "model_id"; one key for all. From the
+    parameters' model fields, else from the model's own attributes."""
+    for name in _MODEL_FIELDS:
+        if isinstance(value := models.get(name), str):
+            return value
+    for name in _MODEL_FIELDS:
+        if isinstance(value := getattr(instance, name, None), str):
+            return value
+    return None
+
+
 def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any], key: str) -> dict[str, Any]:
-    base, models = _model_part(instance)
+    base, models, model = _model_part(instance)
     request = dict(base)  # the memo's dict stays as it is: requests are read-only, and this copy is shallow
     if extra:  # per-call arguments override the model's fields, as in every partner's _get_invocation_params
         if not extra.keys().isdisjoint(_MODEL_FIELDS):
-            models = {**models, **{name: extra[name] for name in _MODEL_FIELDS if name in extra}}
+            model = _model_name(instance, {**models, **{name: extra[name] for name in _MODEL_FIELDS if name in extra}})
         request.update(jsonable({k: v for k, v in extra.items() if k not in _MODEL_FIELDS}))
-    # ChatOpenAI says "model", others "model_name" or "model_id": one key for all
-    model = next((value for name in _MODEL_FIELDS if isinstance(value := models.get(name), str)), None)
-    if model is None:
-        model = next((getattr(instance, f) for f in _MODEL_FIELDS if isinstance(getattr(instance, f, None), str)),
-                     None)
     # The call's stop sequences replace the model's, as every partner's request payload does.
     request["stop"] = base.get("stop") if stop is None else stop
     request["model"] = model
@@ -152,6 +163,8 @@ def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any
 
 
 def _extra(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    if kwargs.keys() <= _NOT_PARAMS:  # the common call: nothing but LangChain's own (a comprehension costs more)
+        return {}
     return {k: v for k, v in kwargs.items() if k not in _NOT_PARAMS}
 
 
