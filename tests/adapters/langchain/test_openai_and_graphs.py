@@ -110,6 +110,24 @@ def test_a_model_changed_in_place_is_another_request(agentaccel_spans: SpanRecor
                                                                                           "miss", "hit"]
 
 
+def test_the_requested_model_is_the_one_the_call_sends(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    # The model's name is kept with the model's memoized part of the request: a renamed model, and a call that
+    # names another model, are other requests, and their spans say which model was asked for.
+    model = chat_model(mock_llm)
+    model.invoke("same words")
+    model.model_name = "gpt-4o"
+    model.invoke("same words")
+    model.bind(model="gpt-4.1").invoke("same words")
+    model.model_name = "gpt-4o-mini"
+    model.invoke("same words")
+    spans = agentaccel_spans.spans()
+    assert [(s.name, s.attributes["agentaccel.cache.result"]) for s in spans] == [
+        ("chat gpt-4o-mini", "miss"), ("chat gpt-4o", "miss"), ("chat gpt-4.1", "miss"), ("chat gpt-4o-mini", "hit")]
+    assert [s.attributes["gen_ai.request.model"] for s in spans] == ["gpt-4o-mini", "gpt-4o", "gpt-4.1",
+                                                                     "gpt-4o-mini"]
+    assert mock_llm.counters()["chat_requests"] == 3
+
+
 def test_chat_openai_stream_replay(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
     model = chat_model(mock_llm)
     first = [c.content for c in model.stream("tell me a story")]
