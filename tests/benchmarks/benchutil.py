@@ -65,9 +65,9 @@ def per_call_ns(fn: Callable[[], object], calls: int) -> float:
 
 
 def span_after_cache_pollution(tracer: Tracer, span: ReadableSpan, calls: int) -> tuple[float, float]:
-    """Mean ns of a bare SDK span like ``span`` right after copying 8 MB, and in a loop of nothing else: the
-    copy leaves the CPU's caches without the SDK's code and data, as a framework's work between two spans does.
-    Each is the median of 7 windows, the copy's own time measured apart and subtracted."""
+    """ns per call of a bare SDK span like ``span`` right after copying 8 MB, and in a loop of nothing else: the
+    copy leaves the CPU's caches without the SDK's code and data, as a framework's work between two spans can.
+    Each is the median of 7 windows' means; the copy's own time is measured in its own window and subtracted."""
     buffer = bytearray(8 << 20)
 
     def pollute() -> None:
