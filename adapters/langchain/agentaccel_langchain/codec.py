@@ -97,22 +97,25 @@ _GENERATION_FIELDS = ("text", "generation_info", "type", "message")
 _RESULT_FIELDS = ("generations", "llm_output")
 
 
+def _written(cls: Any, names: tuple[str, ...]) -> bool | None:
+    """For a class whose fields this codec writes itself, in the order ``names``: whether it keeps extra fields,
+    when its layout is those names; None when it is not (a LangChain that changed it)."""
+    layout = _layout(cls)
+    return layout[1] if layout is not None and layout[0] == names else None
+
+
 @functools.cache
 def _generation_layout(cls: Any) -> tuple[bool, str] | None:
     """Whether ChatGeneration(Chunk) ``cls`` keeps extra fields, and its ``type``, when its layout is
-    :data:`_GENERATION_FIELDS`; None when it is not (a LangChain that changed it). Asked once per class, not on
-    every hit."""
-    layout = _layout(cls)
-    if layout is None or layout[0] != _GENERATION_FIELDS:
-        return None
-    return layout[1], cls.__pydantic_fields__["type"].default
+    :data:`_GENERATION_FIELDS`; None otherwise. Asked once per class, not on every hit."""
+    extra = _written(cls, _GENERATION_FIELDS)
+    return None if extra is None else (extra, cls.__pydantic_fields__["type"].default)
 
 
 @functools.cache
 def _result_layout() -> bool | None:
     """Whether ChatResult keeps extra fields, when its layout is :data:`_RESULT_FIELDS`; None otherwise."""
-    layout = _layout(_outputs().ChatResult)
-    return layout[1] if layout and layout[0] == _RESULT_FIELDS else None
+    return _written(_outputs().ChatResult, _RESULT_FIELDS)
 
 
 def rebuild_message(data: Any) -> Any:
