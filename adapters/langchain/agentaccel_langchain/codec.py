@@ -242,18 +242,19 @@ class ChatChunkCodec(_MessageCodec):
 
 
 class LLMResultCodec:
-    """``LLMResult`` of a text-completion model (``BaseLLM._generate_helper``)."""
+    """``LLMResult`` of a text-completion model (``BaseLLM._generate_helper``). As for chat models, a hit has no
+    ``llm_output`` (an entry stored with one, by an earlier version, is read without it): handlers that sum the
+    tokens there would count the call that made the entry again on every hit."""
 
     def encode(self, value: Any) -> Any:
         return {"generations": [[{"text": g.text, "generation_info": g.generation_info} for g in prompt]
-                                for prompt in value.generations], "llm_output": value.llm_output}
+                                for prompt in value.generations]}
 
     def decode(self, data: Any) -> Any:
         from langchain_core.outputs import Generation, LLMResult
 
         return LLMResult(generations=[[Generation(text=g["text"], generation_info=g.get("generation_info"))
-                                       for g in prompt] for prompt in data["generations"]],
-                         llm_output=data.get("llm_output"))
+                                       for g in prompt] for prompt in data["generations"]])
 
 
 class GenerationChunkCodec:

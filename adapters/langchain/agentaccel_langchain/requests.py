@@ -1,15 +1,17 @@
 """Normalized requests: what changes an answer, in LangChain's own terms. For a chat model that is the messages
 (ids dropped, as LangChain's cache drops them, and earlier answers' ``usage_metadata``, which no provider is
-sent), the model's invocation parameters (``_get_invocation_params``, the same source LangChain's
-``_get_llm_string`` and LangSmith use), its base URL (which server answers) and the per-call keyword arguments
-that ``bind_tools``/``with_structured_output``/``bind`` add: tools, tool_choice, response_format, stop, and the
-rest.
+sent), the model's invocation parameters (``_get_invocation_params``, what LangSmith records), its other settings
+(the constructor arguments LangChain's own cache keys a serializable model on, through ``dumps(model)`` in
+``_get_llm_string``: ``output_version``, ``stream_usage``, ``use_responses_api`` …), its base URL (which server
+answers) and the per-call keyword arguments that ``bind_tools``/``with_structured_output``/``bind`` add: tools,
+tool_choice, response_format, stop, and the rest.
 """
 
 from __future__ import annotations
 
 import copy
 import functools
+import json
 import weakref
 from collections.abc import Mapping
 from functools import partial
@@ -20,12 +22,21 @@ from agentaccel_langchain.providers import base_url
 
 #: Keyword arguments that steer LangChain itself, not the provider's answer ("stop" is the call's own argument,
 #: which the request takes separately).
-_NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "messages", "input", "prompts", "prompt",
-                         "run_managers", "new_arg_supported", "ls_structured_output_format",
-                         "structured_output_format", "run_name", "run_id", "tags", "metadata"})
+_NOT_PARAMS = frozenset({"config", "run_manager", "callbacks", "stop", "run_managers", "new_arg_supported",
+                         "ls_structured_output_format", "structured_output_format", "run_name", "run_id", "tags",
+                         "metadata"})
+#: The same for each intercepted method, with its own input's name: that name is the input only there (a model
+#: that sends unknown keywords on, as ChatOpenAI's Responses API does, may be given a ``prompt=``).
+_CHAT_NOT_PARAMS = _NOT_PARAMS | {"messages"}
+_INVOKE_NOT_PARAMS = _NOT_PARAMS | {"input"}
+_LLM_NOT_PARAMS = _NOT_PARAMS | {"prompts"}
+_STREAM_NOT_PARAMS = _NOT_PARAMS | {"prompt"}
 #: The same for the model's own parameters, where "stop" is the model's stop sequences (``ChatOpenAI(stop=...)``),
 #: which are sent when the call gives none.
 _NOT_MODEL_PARAMS = _NOT_PARAMS - {"stop"}
+#: Settings that steer the client, not the answer. LangChain's own cache keys on them too (on the whole
+#: ``dumps(model)``); agentaccel does not, so models that differ only in their retries or timeout share answers.
+_TRANSPORT_FIELDS = frozenset({"max_retries", "request_timeout", "timeout"})
 #: The dict and list fields every LangChain model has that steer LangChain, never the answer (``profile`` is what
 #: the model can do, for LangChain to read). The memo's snapshot keeps them as they are rather than deep-copying
 #: them: a callback handler holds locks, which deepcopy cannot copy, and so may anything in metadata; and a field
@@ -101,8 +112,9 @@ def _model_part(instance: Any) -> _Part:
     """The model's part of every request: its invocation parameters as JSON data (without the model's name and
     what steers LangChain) with its base URL (the same model name on another server is another model), its
     model-name fields, and the name they give (:func:`_model_name`). For chat models the parameters are
-    ``_get_invocation_params()``; text-completion models key LangChain's own cache on ``asdict()`` (their
-    identifying parameters and type), which is what they have instead.
+    ``_get_invocation_params()`` and the model's other settings (:func:`_settings`); text-completion models key
+    LangChain's own cache on ``asdict()`` (their identifying parameters and type), which is what they have
+    instead.
 
     Kept while the model's fields stay the same: for ChatOpenAI this serializes the whole model (tens of
     microseconds, as long as a cache hit). Each call compares the model's field values with a copy taken when
@@ -120,6 +132,7 @@ def _model_part(instance: Any) -> _Part:
     models = {name: params.pop(name) for name in _MODEL_FIELDS if name in params}
     params["base_url"] = base_url(instance)
     answer = {k: v for k, v in params.items() if k not in _NOT_MODEL_PARAMS}
+    answer.update(_settings(instance, answer))
     part = jsonable(answer), models, _model_name(instance, models)
     try:
         reference = weakref.ref(instance, partial(_forget, key))
@@ -134,6 +147,40 @@ def _model_part(instance: Any) -> _Part:
         _params.clear()
     _params[key] = (reference, snapshot, part)
     return part
+
+
+def _settings(instance: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A chat model's constructor arguments that ``params`` does not hold: what LangChain's own cache keys a
+    serializable chat model on besides its invocation parameters (``to_json()``'s arguments, which
+    ``_get_llm_string`` serializes). ``output_version`` changes the answer's content blocks, ``stream_usage`` whether
+    a stream carries usage, ``include_response_headers`` its metadata. Left out: the model's name (keyed as the
+    request's ``model``), what steers LangChain (:data:`_NOT_ANSWER_FIELDS`) or the client
+    (:data:`_TRANSPORT_FIELDS`), and secrets (``to_json`` names them, as their environment variable, and a key
+    never holds one). A value that is not JSON data is keyed as its type's name: a model holding one is still
+    cached, where the value itself would leave it without a key."""
+    if not hasattr(instance, "_get_llm_string"):  # text-completion models: LangChain keys them on asdict() alone
+        return {}
+    try:
+        kwargs = instance.to_json().get("kwargs", {}) if instance.is_lc_serializable() else {}
+    except Exception:  # a partner model whose serialization fails: keyed on its invocation parameters alone
+        return {}
+    return {name: _json_or_type(value) for name, value in kwargs.items()
+            if name not in params and name not in _MODEL_FIELDS and name not in _NOT_ANSWER_FIELDS
+            and name not in _TRANSPORT_FIELDS and not _secret(value)}
+
+
+def _secret(value: Any) -> bool:
+    return isinstance(value, Mapping) and value.get("lc") == 1 and value.get("type") == "secret"
+
+
+def _json_or_type(value: Any) -> Any:
+    value = jsonable(value)
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        kind = type(value)
+        return {"not_json": f"{kind.__module__}.{kind.__qualname__}"}
+    return value
 
 
 def _model_name(instance: Any, models: Mapping[str, Any]) -> str | None:
@@ -162,10 +209,10 @@ def _model_request(instance: Any, messages: Any, stop: Any, extra: dict[str, Any
     return request
 
 
-def _extra(kwargs: Mapping[str, Any]) -> dict[str, Any]:
-    if kwargs.keys() <= _NOT_PARAMS:  # the common call: nothing but LangChain's own (a comprehension costs more)
+def _extra(kwargs: Mapping[str, Any], not_params: frozenset[str]) -> dict[str, Any]:
+    if kwargs.keys() <= not_params:  # the common call: nothing but LangChain's own (a comprehension costs more)
         return {}
-    return {k: v for k, v in kwargs.items() if k not in _NOT_PARAMS}
+    return {k: v for k, v in kwargs.items() if k not in not_params}
 
 
 def chat_generate(call: Call) -> dict[str, Any]:
@@ -173,7 +220,8 @@ def chat_generate(call: Call) -> dict[str, Any]:
     args, kwargs = call.args, call.kwargs
     messages = args[0] if args else kwargs["messages"]
     stop = args[1] if len(args) > 1 else kwargs.get("stop")
-    return _model_request(call.instance, [_message(m) for m in messages], stop, _extra(kwargs), "messages")
+    return _model_request(call.instance, [_message(m) for m in messages], stop, _extra(kwargs, _CHAT_NOT_PARAMS),
+                          "messages")
 
 
 @functools.cache
@@ -192,8 +240,8 @@ def chat_invoke(call: Call) -> dict[str, Any]:
         messages = model_input  # what _convert_input gives back for messages, without building a ChatPromptValue
     else:
         messages = call.instance._convert_input(model_input).to_messages()
-    return _model_request(call.instance, [_message(m) for m in messages], kwargs.get("stop"), _extra(kwargs),
-                          "messages")
+    return _model_request(call.instance, [_message(m) for m in messages], kwargs.get("stop"),
+                          _extra(kwargs, _INVOKE_NOT_PARAMS), "messages")
 
 
 def llm_generate(call: Call) -> dict[str, Any]:
@@ -201,7 +249,7 @@ def llm_generate(call: Call) -> dict[str, Any]:
     args, kwargs = call.args, call.kwargs
     prompts = args[0] if args else kwargs["prompts"]
     stop = args[1] if len(args) > 1 else kwargs.get("stop")
-    return _model_request(call.instance, list(prompts), stop, _extra(kwargs), "prompts")
+    return _model_request(call.instance, list(prompts), stop, _extra(kwargs, _LLM_NOT_PARAMS), "prompts")
 
 
 def llm_stream(call: Call) -> dict[str, Any]:
@@ -210,19 +258,25 @@ def llm_stream(call: Call) -> dict[str, Any]:
     args, kwargs = call.args, call.kwargs
     prompt = args[0] if args else kwargs["prompt"]
     stop = args[1] if len(args) > 1 else kwargs.get("stop")
-    return _model_request(call.instance, [prompt], stop, _extra(kwargs), "prompts")
+    return _model_request(call.instance, [prompt], stop, _extra(kwargs, _STREAM_NOT_PARAMS), "prompts")
+
+
+#: ``embed_documents(texts, chunk_size=None, **kwargs)``'s batching, which changes no vector.
+_NOT_EMBEDDING_PARAMS = frozenset({"texts", "text", "chunk_size"})
 
 
 def embeddings(call: Call) -> dict[str, Any]:
-    """``embed_documents(texts)`` / ``embed_query(text)``: the model, its base URL, its dimensions, the input."""
-    instance = call.instance
-    text = call.args[0] if call.args else next(iter(call.kwargs.values()), None)
+    """``embed_documents(texts, ...)`` / ``embed_query(text, ...)``: the model, its base URL, its dimensions, the
+    input, and the call's other keyword arguments (``OpenAIEmbeddings`` sends them, ``dimensions=`` among them)."""
+    instance, kwargs = call.instance, call.kwargs
+    text = call.args[0] if call.args else kwargs.get("texts", kwargs.get("text"))
     request: dict[str, Any] = {"input": list(text) if isinstance(text, list | tuple) else text,
                                "base_url": base_url(instance)}
     for name in (*_MODEL_FIELDS, "dimensions", "size"):
         value = getattr(instance, name, None)
         if isinstance(value, str | int) and not isinstance(value, bool):
             request["model" if name in _MODEL_FIELDS else name] = value
+    request.update(jsonable({k: v for k, v in kwargs.items() if k not in _NOT_EMBEDDING_PARAMS}))
     return request
 
 

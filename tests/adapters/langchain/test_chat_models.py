@@ -62,6 +62,40 @@ def test_the_request_changes_with_what_changes_the_answer(agentaccel_spans: Span
     assert results(agentaccel_spans.spans()) == ["miss"] * 5 + ["hit"]
 
 
+def test_a_keyword_named_like_another_methods_input_is_part_of_the_request(agentaccel_spans: SpanRecorder) -> None:
+    # A model that sends unknown keywords on (ChatOpenAI's Responses API takes a reusable prompt=): "prompt" is
+    # the input of a text-completion stream, here it is an argument like any other.
+    model = fake("answer A", "answer B", "never")
+    assert model.invoke("hi", prompt={"id": "pmpt_A"}).content == "answer A"
+    assert model.invoke("hi", prompt={"id": "pmpt_B"}).content == "answer B"
+    assert model.invoke("hi", prompt={"id": "pmpt_A"}).content == "answer A"
+    assert results(agentaccel_spans.spans()) == ["miss", "miss", "hit"]
+
+
+def test_a_serializable_model_holding_an_object_is_keyed_and_cached(agentaccel_spans: SpanRecorder) -> None:
+    # Its settings (to_json()'s arguments) are keyed; a value that is not JSON data is keyed as its type's name,
+    # so the model is still cached rather than left without a key.
+    class Helper:
+        pass
+
+    class Serializable(GenericFakeChatModel):
+        helper: Any = None
+        tone: str = "plain"
+
+        @classmethod
+        def is_lc_serializable(cls) -> bool:
+            return True
+
+    def model(tone: str) -> Serializable:
+        return Serializable(messages=iter([AIMessage(f"{tone} answer"), AIMessage("never")]), helper=Helper(),
+                            tone=tone)
+
+    assert model("plain").invoke("q").content == "plain answer"
+    assert model("terse").invoke("q").content == "terse answer"  # another setting: another request
+    assert model("plain").invoke("q").content == "plain answer"  # another Helper, the same type: a hit
+    assert results(agentaccel_spans.spans()) == ["miss", "miss", "hit"]
+
+
 def test_async_and_batch_share_the_entries_of_invoke(agentaccel_spans: SpanRecorder) -> None:
     model = fake("a", "b", "c")
     assert model.invoke("q1").content == "a"

@@ -92,6 +92,38 @@ def test_a_hit_starts_and_ends_the_callback_run(agentaccel_spans: SpanRecorder, 
     assert results(agentaccel_spans) == ["miss", "hit"]
 
 
+def test_a_hit_reports_no_tokens_to_a_handler(agentaccel_spans: SpanRecorder) -> None:
+    # As LangChain's own cache (and agentaccel's chat hits): a hit has no llm_output, where handlers that count a
+    # run's tokens (the OpenAI cost callback) look, so the call that made the entry is counted once.
+    from langchain_core.callbacks import BaseCallbackHandler
+    from langchain_core.language_models.llms import BaseLLM
+    from langchain_core.outputs import Generation, LLMResult
+
+    class Billed(BaseLLM):
+        @property
+        def _llm_type(self) -> str:
+            return "billed"
+
+        def _generate(self, prompts: list[str], stop: Any = None, run_manager: Any = None,
+                      **kwargs: Any) -> LLMResult:
+            CALLS.extend(prompts)
+            return LLMResult(generations=[[Generation(text=f"out {p}")] for p in prompts],
+                             llm_output={"token_usage": {"total_tokens": 12}})
+
+    counted: list[int] = []
+
+    class Usage(BaseCallbackHandler):
+        def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+            counted.append(((response.llm_output or {}).get("token_usage") or {}).get("total_tokens", 0))
+
+    CALLS.clear()
+    model = Billed()
+    config: Any = {"callbacks": [Usage()]}
+    assert model.invoke("p", config=config) == model.invoke("p", config=config) == "out p"
+    assert counted == [12, 0] and CALLS == ["p"]
+    assert results(agentaccel_spans) == ["miss", "hit"]
+
+
 class Tokens:
     """A handler recording each token with the chunk it came with, and the run's end; sync or async."""
 

@@ -128,6 +128,35 @@ def test_the_requested_model_is_the_one_the_call_sends(agentaccel_spans: SpanRec
     assert mock_llm.counters()["chat_requests"] == 3
 
 
+def test_the_model_settings_that_shape_the_answer_are_part_of_the_request(agentaccel_spans: SpanRecorder,
+                                                                            mock_llm: MockLLM) -> None:
+    # Settings outside the invocation parameters that LangChain's own cache keys on (to_json()): content blocks
+    # (output_version), usage in a stream (stream_usage). Each answers as a fresh call of that model would.
+    agentaccel.disable()
+    fresh_blocks = chat_model(mock_llm, output_version="v1").invoke("shape me").content
+    fresh_usage = _joined(chat_model(mock_llm, stream_usage=True).stream("count me")).usage_metadata
+    agentaccel_spans.enable()
+    mock_llm.reset_counters()
+    assert isinstance(chat_model(mock_llm).invoke("shape me").content, str)
+    assert chat_model(mock_llm, output_version="v1").invoke("shape me").content == fresh_blocks
+    assert isinstance(fresh_blocks, list) and fresh_blocks[0]["type"] == "text"
+    assert _joined(chat_model(mock_llm, stream_usage=False).stream("count me")).usage_metadata is None
+    streamed = _joined(chat_model(mock_llm, stream_usage=True).stream("count me"))
+    assert streamed.usage_metadata is not None
+    assert streamed.usage_metadata["input_tokens"] == fresh_usage["input_tokens"]  # type: ignore[index]
+    # What only steers the client (retries, timeout) shares the entry.
+    assert chat_model(mock_llm, max_retries=7, timeout=30).invoke("shape me").content == fresh_blocks[0]["text"]
+    assert mock_llm.counters()["chat_requests"] == 4
+    assert [s.attributes["agentaccel.cache.result"] for s in agentaccel_spans.spans()] == ["miss"] * 4 + ["hit"]
+
+
+def _joined(chunks: Any) -> Any:
+    joined = None
+    for chunk in chunks:
+        joined = chunk if joined is None else joined + chunk
+    return joined
+
+
 def test_chat_openai_stream_replay(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
     model = chat_model(mock_llm)
     first = [c.content for c in model.stream("tell me a story")]
@@ -174,6 +203,23 @@ def test_embeddings_and_tools(agentaccel_spans: SpanRecorder, mock_llm: MockLLM)
     spans = agentaccel_spans.spans()
     assert [s.attributes.get("agentaccel.cache.result") for s in spans[:4]] == ["miss", "hit", "miss", "hit"]
     assert spans[2].attributes["gen_ai.provider.name"] == "openai"
+
+
+def test_an_embeddings_call_is_keyed_on_its_input_and_its_arguments(agentaccel_spans: SpanRecorder,
+                                                                      mock_llm: MockLLM) -> None:
+    from langchain_openai import OpenAIEmbeddings
+
+    model = OpenAIEmbeddings(base_url=mock_llm.url, api_key="test", model="text-embedding-3-small",
+                             check_embedding_ctx_length=False)
+    default = model.embed_documents(["alpha"])
+    narrow = model.embed_documents(["alpha"], dimensions=8)  # sent to the provider: another answer
+    assert len(narrow[0]) == 8 != len(default[0])
+    # The input by keyword, after another keyword: the texts are the input, whatever the order.
+    assert len(model.embed_documents(chunk_size=100, texts=["one"])) == 1
+    assert len(model.embed_documents(chunk_size=100, texts=["two", "three"])) == 2
+    # chunk_size only batches the request: the same texts are a hit whatever it is.
+    assert model.embed_documents(["alpha"], chunk_size=10) == default
+    assert [s.attributes["agentaccel.cache.result"] for s in agentaccel_spans.spans()] == ["miss"] * 4 + ["hit"]
 
 
 AGENT_SCRIPT = [
