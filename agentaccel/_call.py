@@ -91,7 +91,7 @@ class Target:
     token callbacks or stream events); in an async call what it returns, when not None, is awaited, and if it
     raises, the call fails there. ``adopt(call, value)`` makes a call's result that a middleware answered this
     call's own, in place, before the caller gets it: what the original would have put in it that only this call
-    has (a run's message ids, a tool call's id). It runs outside the span's context and has no effects beyond the
+    has (a run's message ids). It runs outside the span's context and has no effects beyond the
     value (those are ``replay``'s), so it costs the call no early span; if it raises, the call fails there.
     ``hints`` carry adapter facts middleware may use, such as ``{"pure": True}`` for a tool whose result depends
     only on its arguments.

@@ -60,9 +60,9 @@ def decode_message(data: Any) -> Any:
 def constructible() -> dict[str, Any]:
     """The message classes a stored entry may name, by type: imported on first use (the adapter is imported at
     enable(), possibly before LangChain)."""
-    from langchain_core.messages import AIMessage, AIMessageChunk, ToolMessage
+    from langchain_core.messages import AIMessage, AIMessageChunk
 
-    return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk, "tool": ToolMessage}
+    return {"ai": AIMessage, "AIMessageChunk": AIMessageChunk}
 
 
 @functools.cache
@@ -146,7 +146,7 @@ def _cost_free(message: Any) -> Any:
     ``total_cost`` = 0, which LangSmith reads); its token counts stay, as there. The usage dict is the hit's own.
     A message without usage keeps none: LangChain's cache gives it ``{"total_cost": 0}``, a usage without token
     counts, on which LangGraph's v3 event streaming fails to assemble the message (and chunks fail to add)."""
-    usage = message.__dict__.get("usage_metadata")  # a ToolMessage has none
+    usage = message.__dict__.get("usage_metadata")
     if usage is not None:
         usage["total_cost"] = 0
     return message
@@ -272,22 +272,20 @@ class GenerationChunkCodec:
             raise CodecError(f"stored chunk is not a GenerationChunk: {exc}") from None
 
 
-class ToolResultCodec(_MessageCodec):
-    """A tool's result: JSON data as is, a ``ToolMessage`` (LangGraph's ToolNode asks for one) as a message. A
-    hit's ToolMessage answers the call's own tool call (``patches._tool_call_id``)."""
+class ToolResultCodec:
+    """What a tool's ``_run``/``_arun`` returns: JSON data, or a tuple (the content and artifact of a tool with
+    ``response_format="content_and_artifact"``). ``run`` makes the ToolMessage around it on a hit as on a miss.
+    What is neither (a message or a LangGraph ``Command`` the tool made itself, which answers one tool call) is not
+    stored: it is no JSON data."""
 
     def encode(self, value: Any) -> Any:
-        from langchain_core.messages import BaseMessage
+        return {"tuple": list(value)} if isinstance(value, tuple) else {"value": value}
 
-        if isinstance(value, BaseMessage):
-            if getattr(value, "status", None) == "error":
-                # The tool failed and handle_tool_error made its error the answer: an error is never stored.
-                raise CodecError(f"tool error result not stored: {value.content!r}")
-            return {"message": encode_message(value)}
-        return {"value": value}
-
-    def _build(self, data: Any, trusted: bool) -> Any:
-        return _hit_message(data["message"], trusted) if "message" in data else data["value"]
+    def decode(self, data: Any) -> Any:
+        try:
+            return tuple(data["tuple"]) if "tuple" in data else data["value"]
+        except (KeyError, TypeError) as exc:
+            raise CodecError(f"stored tool result is not one this codec wrote: {exc!r}") from None
 
 
 CHAT_RESULT = ChatResultCodec()

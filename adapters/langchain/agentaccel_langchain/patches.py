@@ -14,7 +14,10 @@ around what agentaccel answers:
   every subclass's ``_stream``/``_astream``.
 - embeddings: every subclass's ``embed_documents``/``embed_query`` and async forms (``overrides``: the base
   class is abstract).
-- tools: ``BaseTool.run``/``arun``, which ``invoke``, StructuredTool and ``@tool`` functions all go through.
+- tools: every subclass's ``_run``/``_arun`` (``overrides``; StructuredTool and ``@tool`` functions among
+  them), which ``run``/``arun`` call inside the tool's callback run, so ``on_tool_start``/``on_tool_end`` fire on
+  a hit as on a miss, and ``run`` makes the ToolMessage of a hit's content for the call's own tool call. A tool
+  without an ``_arun`` of its own runs its ``_run`` in a thread from ``BaseTool._arun``: that call is the span.
 - LangGraph: ``Pregel.invoke``/``ainvoke``/``stream``/``astream`` (``invoke`` runs ``stream`` on the same graph,
   which de-duplication folds into one span), nodes at ``run_with_retry``/``arun_with_retry`` as the runner
   module calls them, and graphs made by ``create_agent``/``create_react_agent`` as ``invoke_agent``.
@@ -176,18 +179,9 @@ def _embeddings(name: str, mode: Mode) -> Target:
                   request=requests.embeddings, identify=_model_identity)
 
 
-def _tool_call_id(call: Call, result: Any) -> None:
-    """A hit's ToolMessage answers this call's tool call: it gets the call's ``tool_call_id`` (what ``run`` gives
-    the ToolMessage it makes), not the one of the call that stored it, which the conversation does not hold (an
-    OpenAI request pairing a tool result with no tool call of its own is rejected)."""
-    ident = call.kwargs.get("tool_call_id")
-    if ident is not None and isinstance(result, codec.constructible()["tool"]):
-        result.tool_call_id = ident
-
-
 def _tool(mode: Mode) -> Target:
     return Target(framework=FRAMEWORK, operation=EXECUTE_TOOL, name="tool", mode=mode, codec=codec.TOOL_RESULT,
-                  request=requests.tool, identify=_tool_identity, adopt=_tool_call_id)
+                  request=requests.tool, identify=_tool_identity)
 
 
 TOOL_RUN = _tool(Mode.SYNC)
@@ -311,8 +305,10 @@ def patches() -> Iterable[Patch]:
     yield Patch(LLMS, "BaseLLM._astream", target=LLM_ASTREAM, overrides=True)
     for method, embed_target in _EMBEDDING_TARGETS.items():
         yield Patch(EMBEDDINGS_MODULE, f"Embeddings.{method}", target=embed_target, overrides=True)
-    yield Patch(TOOLS, "BaseTool.run", target=TOOL_RUN)
-    yield Patch(TOOLS, "BaseTool.arun", target=TOOL_ARUN)
+    # Inside the callback run that run()/arun() start, which also make a hit's ToolMessage for the call's own tool
+    # call, as they make a fresh answer's.
+    yield Patch(TOOLS, "BaseTool._run", target=TOOL_RUN, overrides=True)
+    yield Patch(TOOLS, "BaseTool._arun", target=TOOL_ARUN, overrides=True)
     for method, mode in (("invoke", Mode.SYNC), ("ainvoke", Mode.ASYNC), ("stream", Mode.SYNC_STREAM),
                          ("astream", Mode.ASYNC_STREAM)):
         yield Patch(PREGEL, f"Pregel.{method}", target=GRAPHS[mode][0], select=functools.partial(_select_graph, mode))

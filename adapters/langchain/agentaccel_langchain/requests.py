@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import inspect
 import json
 import weakref
 from collections.abc import Mapping
@@ -280,13 +281,25 @@ def embeddings(call: Call) -> dict[str, Any]:
     return request
 
 
+#: What ``run``/``arun`` pass a tool's ``_run``/``_arun`` besides the tool's arguments.
+_NOT_TOOL_ARGUMENTS = frozenset({"run_manager", "callbacks"})
+
+
 def tool(call: Call) -> dict[str, Any]:
-    """``BaseTool.run(tool_input, ..., tool_call_id=None)``: the tool's arguments, and whether the call answers a
-    tool call. ``invoke`` passes a ToolCall's ``args`` and ``id`` that way, and with an id ``run`` returns the
-    result as a ToolMessage, without one as the tool's own value: the two shapes are two entries. The id itself
-    is new on every call, so it is not in the request; a hit carries the call's own (``patches._tool_call_id``)."""
-    tool_input = call.args[0] if call.args else call.kwargs.get("tool_input")
-    return {"arguments": jsonable(tool_input), "tool_call": call.kwargs.get("tool_call_id") is not None}
+    """``_run(*args, **kwargs)``/``_arun``: the arguments ``run`` parsed from the tool's input, without the run
+    manager and the RunnableConfig it passes along (under the name the tool's ``_run`` gives it). The tool call's
+    id is not among them: ``run`` makes the ToolMessage, for the call's own id, around what ``_run`` returns."""
+    config = _config_parameter(call.instance.__class__, "_arun" if call.target.mode.is_async else "_run")
+    arguments = {k: v for k, v in call.kwargs.items() if k not in _NOT_TOOL_ARGUMENTS and k != config}
+    return {"arguments": jsonable(arguments), "positional": jsonable(list(call.args))}
+
+
+@functools.cache
+def _config_parameter(cls: type, method: str) -> str | None:
+    from langchain_core.tools.base import _get_runnable_config_param
+
+    # Read off the method's type hints (unwrapped: agentaccel's wrapper has none), as run()/arun() read it.
+    return _get_runnable_config_param(inspect.unwrap(getattr(cls, method)))
 
 
 def graph(call: Call) -> dict[str, Any]:

@@ -19,7 +19,8 @@ from langchain.agents import create_agent  # before any enable(): an application
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import StructuredTool, ToolException, tool
+from langchain_core.runnables import RunnableConfig
+from langchain_core.tools import BaseTool, StructuredTool, ToolException, tool
 
 import agentaccel
 from agentaccel.mockllm import MockLLM
@@ -108,21 +109,101 @@ def test_a_tools_handled_error_is_not_cached(agentaccel_spans: SpanRecorder) -> 
         assert isinstance(answer, ToolMessage)
         assert (answer.status, answer.tool_call_id, answer.content) == ("error", ident, "no city called Oslo")
     assert CITIES == ["Oslo", "Oslo"]  # the error was not stored: the tool ran again
-    assert results(agentaccel_spans) == ["miss", "miss"]
+    # Nor in a plain call, where run() turns it into text that cannot be told from an answer: it is raised in
+    # _run, where agentaccel sees it, before run() handles it.
+    assert [no_such_city.invoke({"city": "Oslo"}) for _ in range(2)] == ["no city called Oslo"] * 2
+    assert CITIES == ["Oslo"] * 4
+    assert results(agentaccel_spans) == ["miss"] * 4
 
 
-# --- 2. a tool call and a plain call are two entries ----------------------------------------------------------------
+# --- 2. a tool call and a plain call share the tool's answer; callbacks see a hit ---------------------------------
 
 
-def test_a_plain_call_and_a_tool_call_of_a_tool_are_two_entries(agentaccel_spans: SpanRecorder) -> None:
+def test_a_plain_call_and_a_tool_call_of_a_tool_share_its_answer(agentaccel_spans: SpanRecorder) -> None:
     agentaccel_spans.enable(cache=TOOLS_CACHED)
     assert weather.invoke({"city": "Oslo"}) == "sunny in Oslo"
-    # An agent's ToolNode asks for a ToolMessage (given the str, it fails: "returned unexpected type").
+    # An agent's ToolNode asks for a ToolMessage: run() makes it around the cached content, for its own call.
     answer = tool_node("call_1")
-    assert isinstance(answer, ToolMessage) and answer.tool_call_id == "call_1"
+    assert isinstance(answer, ToolMessage) and answer.tool_call_id == "call_1" and answer.content == "sunny in Oslo"
     assert weather.invoke({"city": "Oslo"}) == "sunny in Oslo"
+    assert CITIES == ["Oslo"]
+    assert results(agentaccel_spans, "execute_tool") == ["miss", "hit", "hit"]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["invoke", "ainvoke"])
+def test_callbacks_see_a_tools_hit_as_its_miss(asynchronous: bool, agentaccel_spans: SpanRecorder,
+                                               callbacks: Any) -> None:
+    agentaccel_spans.enable(cache=TOOLS_CACHED)
+    config: Any = {"callbacks": [callbacks.handler]}
+
+    def call(ident: str) -> Any:
+        if asynchronous:
+            return asyncio.run(weather.ainvoke(tool_call(ident), config=config))
+        return weather.invoke(tool_call(ident), config=config)
+
+    miss = call("call_1")
+    miss_events = callbacks.take()
+    hit = call("call_2")
+    assert callbacks.take() == miss_events == [("on_tool_start", "{'city': 'Oslo'}"),
+                                               ("on_tool_end", "sunny in Oslo")]
+    assert (miss.tool_call_id, hit.tool_call_id, hit.content) == ("call_1", "call_2", miss.content)
+    assert CITIES == ["Oslo"]
+    assert results(agentaccel_spans, "execute_tool") == ["miss", "hit"]
+
+
+def test_a_tools_content_and_artifact_come_back_from_a_hit(agentaccel_spans: SpanRecorder) -> None:
+    agentaccel_spans.enable(cache=TOOLS_CACHED)
+
+    def _rows(city: str) -> tuple[str, dict[str, Any]]:
+        CITIES.append(city)
+        return f"2 rows for {city}", {"rows": [1, 2]}
+
+    rows = StructuredTool.from_function(_rows, name="rows", description="Rows.", response_format="content_and_artifact")
+    answers = [rows.invoke(tool_call(ident, "rows")) for ident in ("call_1", "call_2")]
+    assert [(m.content, m.artifact, m.tool_call_id) for m in answers] == [
+        ("2 rows for Oslo", {"rows": [1, 2]}, "call_1"), ("2 rows for Oslo", {"rows": [1, 2]}, "call_2")]
+    assert CITIES == ["Oslo"]
+    assert results(agentaccel_spans) == ["miss", "hit"]
+
+
+def test_the_config_a_tool_takes_is_not_part_of_its_key(agentaccel_spans: SpanRecorder, callbacks: Any) -> None:
+    # run()/arun() pass the RunnableConfig under the name the tool's _run/_arun give it (it holds the callbacks,
+    # no JSON data): whatever that name, the call is keyed on its arguments alone. (RunnableConfig is imported at
+    # the module's top: LangChain finds the parameter by resolving the method's annotations there.)
+    agentaccel_spans.enable(cache=TOOLS_CACHED)
+
+    class Forecast(BaseTool):
+        name: str = "forecast"
+        description: str = "The forecast for a city."
+
+        def _run(self, city: str, settings: RunnableConfig) -> str:
+            CITIES.append(city)
+            return f"rain in {city}"
+
+        async def _arun(self, city: str, conf: RunnableConfig) -> str:
+            CITIES.append(city)
+            return f"rain in {city}"
+
+    forecast = Forecast()
+    first: Any = {"callbacks": [callbacks.handler], "tags": ["first"]}  # a handler: no JSON data
+    assert forecast.invoke({"city": "Oslo"}, first) == forecast.invoke({"city": "Oslo"}, {"tags": ["second"]})
+    assert asyncio.run(forecast.ainvoke({"city": "Bergen"}, first)) == asyncio.run(forecast.ainvoke({"city": "Bergen"}))
+    assert CITIES == ["Oslo", "Bergen"]
+    assert results(agentaccel_spans) == ["miss", "hit", "miss", "hit"]
+
+
+def test_what_a_tool_makes_that_is_no_json_data_is_not_stored(agentaccel_spans: SpanRecorder) -> None:
+    # A ToolMessage (or a LangGraph Command) the tool makes itself answers one tool call: never stored.
+    agentaccel_spans.enable(cache=TOOLS_CACHED)
+
+    def _own(city: str) -> ToolMessage:
+        CITIES.append(city)
+        return ToolMessage(f"made for {city}", tool_call_id="made_by_the_tool")
+
+    own = StructuredTool.from_function(_own, name="own", description="Its own message.")
+    assert [own.invoke({"city": "Oslo"}).content for _ in range(2)] == ["made for Oslo"] * 2
     assert CITIES == ["Oslo", "Oslo"]
-    assert results(agentaccel_spans, "execute_tool") == ["miss", "miss", "hit"]
+    assert results(agentaccel_spans) == ["miss", "miss"]
 
 
 # --- 3. the base URL is part of the key ------------------------------------------------------------------------------
