@@ -175,13 +175,13 @@ def _secret(value: Any) -> bool:
 
 
 def _json_or_type(value: Any) -> Any:
-    value = jsonable(value)
     try:
-        json.dumps(value)
-    except (TypeError, ValueError):
+        data = jsonable(value)
+        json.dumps(data)
+    except Exception:  # no JSON data, or a model_dump that fails: its type is what can be keyed
         kind = type(value)
         return {"not_json": f"{kind.__module__}.{kind.__qualname__}"}
-    return value
+    return data
 
 
 def _model_name(instance: Any, models: Mapping[str, Any]) -> str | None:
@@ -289,9 +289,26 @@ def tool(call: Call) -> dict[str, Any]:
     """``_run(*args, **kwargs)``/``_arun``: the arguments ``run`` parsed from the tool's input, without the run
     manager and the RunnableConfig it passes along (under the name the tool's ``_run`` gives it). The tool call's
     id is not among them: ``run`` makes the ToolMessage, for the call's own id, around what ``_run`` returns."""
-    config = _config_parameter(call.instance.__class__, "_arun" if call.target.mode.is_async else "_run")
-    arguments = {k: v for k, v in call.kwargs.items() if k not in _NOT_TOOL_ARGUMENTS and k != config}
+    instance = call.instance
+    config = _config_parameter(instance.__class__, "_arun" if call.target.mode.is_async else "_run")
+    call_ids = _call_id_arguments(instance.args_schema)
+    if "tool_call_id" in instance._injected_args_keys:
+        call_ids |= {"tool_call_id"}
+    arguments = {k: v for k, v in call.kwargs.items()
+                 if k not in _NOT_TOOL_ARGUMENTS and k != config and k not in call_ids}
     return {"arguments": jsonable(arguments), "positional": jsonable(list(call.args))}
+
+
+@functools.lru_cache(maxsize=4096)  # bounded: tools (and their schemas) may be made per request
+def _call_id_arguments(schema: Any) -> frozenset[str]:
+    """The arguments ``run`` fills with the tool call's id (annotated ``InjectedToolCallId``): new on every call,
+    they would make every call of such a tool a miss."""
+    from langchain_core.tools.base import InjectedToolCallId, _is_injected_arg_type, get_all_basemodel_annotations
+
+    if not isinstance(schema, type):  # a JSON schema (dict) or none: nothing is injected into it
+        return frozenset()
+    return frozenset(name for name, annotation in get_all_basemodel_annotations(schema).items()
+                     if _is_injected_arg_type(annotation, injected_type=InjectedToolCallId))
 
 
 @functools.cache

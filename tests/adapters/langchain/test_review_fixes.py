@@ -10,7 +10,7 @@ import asyncio
 import re
 import threading
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import langchain.agents.factory
 import langgraph.prebuilt
@@ -20,7 +20,8 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
-from langchain_core.tools import BaseTool, StructuredTool, ToolException, tool
+from langchain_core.tools import BaseTool, InjectedToolCallId, StructuredTool, ToolException, tool
+from pydantic import BaseModel
 
 import agentaccel
 from agentaccel.mockllm import MockLLM
@@ -189,6 +190,35 @@ def test_the_config_a_tool_takes_is_not_part_of_its_key(agentaccel_spans: SpanRe
     assert forecast.invoke({"city": "Oslo"}, first) == forecast.invoke({"city": "Oslo"}, {"tags": ["second"]})
     assert asyncio.run(forecast.ainvoke({"city": "Bergen"}, first)) == asyncio.run(forecast.ainvoke({"city": "Bergen"}))
     assert CITIES == ["Oslo", "Bergen"]
+    assert results(agentaccel_spans) == ["miss", "hit", "miss", "hit"]
+
+
+def test_a_tool_given_its_call_id_is_keyed_without_it(agentaccel_spans: SpanRecorder) -> None:
+    # run() fills an InjectedToolCallId argument with the tool call's id, new on every call: not part of the key.
+    # (Annotated and InjectedToolCallId are imported at the module's top, where @tool resolves the annotations.)
+    agentaccel_spans.enable(cache=TOOLS_CACHED)
+
+    @tool
+    def weather_for(city: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        """The weather in a city."""
+        CITIES.append(city)
+        return f"sunny in {city}"
+
+    class City(BaseModel):
+        city: str
+
+    def _weather(city: str, tool_call_id: Annotated[str, InjectedToolCallId]) -> str:
+        CITIES.append(city)
+        return f"sunny in {city}"
+
+    # The same argument on the function of a tool whose schema leaves it out: run() injects it by its name.
+    schema_without = StructuredTool.from_function(_weather, name="schema_without", description="The weather.",
+                                                  args_schema=City)
+    for made in (weather_for, schema_without):
+        answers = [made.invoke(tool_call(ident, made.name)) for ident in ("call_1", "call_2")]
+        assert [(m.content, m.tool_call_id) for m in answers] == [("sunny in Oslo", "call_1"),
+                                                                  ("sunny in Oslo", "call_2")]
+    assert CITIES == ["Oslo", "Oslo"]
     assert results(agentaccel_spans) == ["miss", "hit", "miss", "hit"]
 
 
