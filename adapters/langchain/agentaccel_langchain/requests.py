@@ -291,8 +291,8 @@ def tool(call: Call) -> dict[str, Any]:
     id is not among them: ``run`` makes the ToolMessage, for the call's own id, around what ``_run`` returns."""
     instance = call.instance
     config = _config_parameter(instance.__class__, "_arun" if call.target.mode.is_async else "_run")
-    call_ids = _call_id_arguments(instance.args_schema)
-    if "tool_call_id" in instance._injected_args_keys:
+    call_ids = _call_id_arguments(getattr(instance, "args_schema", None))
+    if "tool_call_id" in getattr(instance, "_injected_args_keys", ()):  # injected by name (LangChain 1.x)
         call_ids |= {"tool_call_id"}
     arguments = {k: v for k, v in call.kwargs.items()
                  if k not in _NOT_TOOL_ARGUMENTS and k != config and k not in call_ids}
@@ -307,7 +307,11 @@ def _call_id_arguments(schema: Any) -> frozenset[str]:
 
     if not isinstance(schema, type):  # a JSON schema (dict) or none: nothing is injected into it
         return frozenset()
-    return frozenset(name for name, annotation in get_all_basemodel_annotations(schema).items()
+    try:
+        annotations = get_all_basemodel_annotations(schema)
+    except Exception:  # a schema LangChain cannot read either: run() injects nothing into it
+        return frozenset()
+    return frozenset(name for name, annotation in annotations.items()
                      if _is_injected_arg_type(annotation, injected_type=InjectedToolCallId))
 
 
