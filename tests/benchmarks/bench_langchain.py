@@ -16,18 +16,24 @@
     rule max_concurrency 8, batch max_concurrency 32). Targets for agentaccel: upstream calls = distinct requests,
     zero 429s, wall time <= 0.8x native. The three setups run in interleaved rounds (--workload-rounds) with the
     same batch mode (--mode: batch() on a thread pool or abatch() on one event loop); medians are printed, and
-    the process CPU time of each run, because the workload is CPU-bound in the framework on a small machine.
+    the process CPU time of each run, because the workload is CPU-bound in the framework on a small machine, with
+    the garbage collector's part of it: spans wait in the BatchSpanProcessor's queue until exported, so each run
+    with spans makes more young collections. Each run starts after a full collection, as (a)'s windows do, so
+    that a full collection the runs before it made due falls in none of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import random
 import statistics
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
-from benchutil import discarding_provider, in_span, per_call_ns, recorded_span, span_after_cache_pollution
+from benchutil import GcClock, discarding_provider, in_span, per_call_ns, recorded_span, span_after_cache_pollution
 from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_llm_cache
@@ -149,27 +155,39 @@ def _concurrency(setup: str, agentaccel_concurrency: int) -> int:
     return CAP if setup == "native" else agentaccel_concurrency
 
 
-def _measure(server: Any, setup: str, outputs: list[Any], wall: float, cpu: float) -> dict[str, float]:
+@contextlib.contextmanager
+def _measured(server: Any) -> Iterator[dict[str, float]]:
+    """Wall and CPU time of the block, the garbage collector's share, and the server's counts, into the dict it
+    yields. From a full collection, as per_call_ns: each run pays for its own garbage, not for the run before."""
+    server.reset_counters()
+    gc.collect()
+    result: dict[str, float] = {}
+    with GcClock() as clock:
+        start, cpu = time.perf_counter(), time.process_time()
+        yield result
+        result.update(wall=time.perf_counter() - start, cpu=time.process_time() - cpu)
     counters = server.counters()
-    return {"wall": wall, "cpu": cpu, "upstream": counters["admitted"], "429s": counters["rate_limited"],
-            "retries": counters["chat_requests"] - counters["admitted"],
-            "failed": sum(isinstance(o, BaseException) for o in outputs)}
+    result.update(gc=clock.seconds, young=clock.collections[0], full=clock.collections[2],
+                  upstream=counters["admitted"], retries=counters["chat_requests"] - counters["admitted"])
+    result["429s"] = counters["rate_limited"]
+
+
+def _failed(outputs: list[Any]) -> int:
+    return sum(isinstance(o, BaseException) for o in outputs)
 
 
 def _run_sync(server: Any, setup: str, inputs: list[Any], concurrency: int) -> dict[str, float]:
     agent = _agent(server.url, setup)
-    server.reset_counters()
-    start, cpu = time.perf_counter(), time.process_time()
-    outputs = agent.batch(inputs, config={"max_concurrency": concurrency}, return_exceptions=True)
-    return _measure(server, setup, outputs, time.perf_counter() - start, time.process_time() - cpu)
+    with _measured(server) as result:
+        outputs = agent.batch(inputs, config={"max_concurrency": concurrency}, return_exceptions=True)
+    return {**result, "failed": _failed(outputs)}
 
 
 async def _run_async(server: Any, setup: str, inputs: list[Any], concurrency: int) -> dict[str, float]:
     agent = _agent(server.url, setup)
-    server.reset_counters()
-    start, cpu = time.perf_counter(), time.process_time()
-    outputs = await agent.abatch(inputs, config={"max_concurrency": concurrency}, return_exceptions=True)
-    return _measure(server, setup, outputs, time.perf_counter() - start, time.process_time() - cpu)
+    with _measured(server) as result:
+        outputs = await agent.abatch(inputs, config={"max_concurrency": concurrency}, return_exceptions=True)
+    return {**result, "failed": _failed(outputs)}
 
 
 def agent_workload(tasks: int, rounds: int, mode: str, concurrency: int) -> None:
@@ -201,8 +219,9 @@ def agent_workload(tasks: int, rounds: int, mode: str, concurrency: int) -> None
     for setup, results in runs.items():
         r = {key: statistics.median(run[key] for run in results) for key in results[0]}
         walls = " ".join(f"{run['wall']:.2f}" for run in results)
-        print(f"    {setup:10s}: wall {r['wall']:.2f} s ({walls}), cpu {r['cpu']:.2f} s, upstream LLM calls "
-              f"{r['upstream']:.0f}, 429s {r['429s']:.0f}, retries {r['retries']:.0f}, failed tasks {r['failed']:.0f}")
+        print(f"    {setup:10s}: wall {r['wall']:.2f} s ({walls}), cpu {r['cpu']:.2f} s (gc {r['gc']:.2f} s: "
+              f"{r['young']:.0f} young, {r['full']:.0f} full collections), upstream LLM calls {r['upstream']:.0f}, "
+              f"429s {r['429s']:.0f}, retries {r['retries']:.0f}, failed tasks {r['failed']:.0f}")
     ours = runs["agentaccel"]
     upstream = max(run["upstream"] for run in ours)
     limited = max(run["429s"] for run in ours)

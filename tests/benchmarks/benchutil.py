@@ -52,6 +52,29 @@ def in_span(tracer: Tracer, span: ReadableSpan, fn: Callable[[], object]) -> Cal
     return floor
 
 
+class GcClock:
+    """Seconds the garbage collector ran, and its collections by generation, while installed (``with``)."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = [0, 0, 0]
+        self._began = 0.0
+
+    def _tick(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._began
+            self.collections[info["generation"]] += 1
+
+    def __enter__(self) -> GcClock:
+        gc.callbacks.append(self._tick)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._tick)
+
+
 def per_call_ns(fn: Callable[[], object], calls: int) -> float:
     """Mean ns per call of ``fn`` over ``calls`` calls, after a full garbage collection. Spans wait in the
     BatchSpanProcessor's queue until exported, so each one pushes objects into the oldest generation, and in a

@@ -20,7 +20,8 @@ around what agentaccel answers:
   without an ``_arun`` of its own runs its ``_run`` in a thread from ``BaseTool._arun``: that call is the span.
 - LangGraph: ``Pregel.invoke``/``ainvoke``/``stream``/``astream`` (``invoke`` runs ``stream`` on the same graph,
   which de-duplication folds into one span), nodes at ``run_with_retry``/``arun_with_retry`` as the runner
-  module calls them, and graphs made by ``create_agent``/``create_react_agent`` as ``invoke_agent``.
+  module calls them (except the tasks LangGraph tags hidden, its ``__start__`` node), and graphs made by
+  ``create_agent``/``create_react_agent`` as ``invoke_agent``.
 """
 
 from __future__ import annotations
@@ -275,6 +276,17 @@ def _select_generate(plain: Target, events: Target, method: str, instance: Any, 
 _agents: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
+#: LangGraph's tag for its own plumbing (the ``__start__`` node that writes the input into the state): LangSmith,
+#: the debug stream and ``stream_mode="messages"`` leave such tasks out, and so do agentaccel's spans.
+_HIDDEN = "langsmith:hidden"
+
+
+def _select_node(target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target | None:
+    task = args[0] if args else kwargs.get("task")
+    config = getattr(task, "config", None)
+    return None if config and _HIDDEN in (config.get("tags") or ()) else target
+
+
 def _select_graph(mode: Mode, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Target:
     workflow, agent = GRAPHS[mode]
     return agent if instance in _agents else workflow
@@ -314,8 +326,8 @@ def patches() -> Iterable[Patch]:
         yield Patch(PREGEL, f"Pregel.{method}", target=GRAPHS[mode][0], select=functools.partial(_select_graph, mode))
     # The runner binds these names from _retry at import; patching them where they are looked up (and only
     # there) gives one wrapper whether langgraph was imported before or after enable().
-    yield Patch(RUNNER, "run_with_retry", target=NODE)
-    yield Patch(RUNNER, "arun_with_retry", target=ANODE)
+    for name, node in (("run_with_retry", NODE), ("arun_with_retry", ANODE)):
+        yield Patch(RUNNER, name, target=node, select=functools.partial(_select_node, node))
     # rebind: the packages re-export the factories, and an application imports them by name, often before enable().
     yield Patch("langchain.agents.factory", "create_agent", wrapper=_mark_agent, rebind=True)
     yield Patch("langgraph.prebuilt.chat_agent_executor", "create_react_agent", wrapper=_mark_agent, rebind=True)

@@ -260,6 +260,9 @@ def test_agent_with_two_tools_spans_cache_and_limit(agentaccel_spans: SpanRecord
         assert chain[-1] == "invoke_agent city_agent", chain
         assert chain[0].startswith("invoke_workflow "), chain  # the node
     assert all(s.attributes["agentaccel.limit.rule"] == "openai" for s in chats)
+    # One span per node run; LangGraph's hidden __start__ node is plumbing, as in LangSmith's trace.
+    nodes = sorted(s.name for s in spans if s.name.startswith("invoke_workflow "))
+    assert nodes == ["invoke_workflow model"] * 2 + ["invoke_workflow tools"] * 2, nodes  # a task per tool call
     upstream = mock_llm.counters()["chat_requests"]
 
     agentaccel_spans.clear()
@@ -267,6 +270,34 @@ def test_agent_with_two_tools_spans_cache_and_limit(agentaccel_spans: SpanRecord
     assert mock_llm.counters()["chat_requests"] == upstream  # the repeat is answered from the cache
     hits = [s.attributes.get("agentaccel.cache.result") for s in agentaccel_spans.spans() if s.name.startswith("chat")]
     assert hits == ["hit", "hit"]
+
+
+def test_an_async_agent_run_nests_its_spans_and_hits_the_cache(agentaccel_spans: SpanRecorder,
+                                                               mock_llm: MockLLM) -> None:
+    from langchain.agents import create_agent
+
+    mock_llm.configure(script=AGENT_SCRIPT)
+    agent = create_agent(chat_model(mock_llm), [weather, population], name="city_agent")
+
+    async def twice() -> None:  # one loop: langchain-openai keeps its async client per base URL
+        for _ in range(2):
+            await agent.ainvoke({"messages": [HumanMessage("weather and population of Oslo?")]})
+
+    asyncio.run(twice())
+    spans = agentaccel_spans.spans()
+    by_id = {s.context.span_id: s for s in spans}
+    roots = [s for s in spans if s.parent is None or s.parent.span_id not in by_id]
+    assert [s.name for s in roots] == ["invoke_agent city_agent"] * 2
+    assert all(s.attributes["agentaccel.mode"] == "async" for s in roots)
+    for span in spans:
+        if span.name.startswith(("chat ", "execute_tool ")):
+            node = by_id[span.parent.span_id]  # the node's task, run by arun_with_retry on the loop
+            assert node.name in ("invoke_workflow model", "invoke_workflow tools"), node.name
+            assert by_id[node.parent.span_id].name == "invoke_agent city_agent"
+    assert not any(s.name == "invoke_workflow __start__" for s in spans)
+    assert [s.attributes.get("agentaccel.cache.result") for s in spans if s.name.startswith("chat ")] == [
+        "miss", "miss", "hit", "hit"]
+    assert mock_llm.counters()["chat_requests"] == 2
 
 
 def test_graph_stream_mode_messages_yields_the_message_on_a_hit(agentaccel_spans: SpanRecorder,
