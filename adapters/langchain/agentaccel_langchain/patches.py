@@ -232,6 +232,10 @@ def _no_observers(instance: Any, config: Any) -> bool:
     if callbacks is None:
         enclosing = var_child_runnable_config.get()
         callbacks = enclosing.get("callbacks") if enclosing else None
+    if isinstance(callbacks, BaseCallbackManager):
+        # A manager hands its handlers to the call's own: LangGraph gives each node one, empty unless something
+        # listens (stream_mode="messages", astream_events and a handler in the graph's config add theirs).
+        callbacks = callbacks.handlers or callbacks.inheritable_handlers
     if callbacks or instance.callbacks or instance.verbose or get_debug():
         return False
     if type(BaseCallbackManager.__dict__["__init__"]) is not FunctionType:  # wrapped: it may add handlers

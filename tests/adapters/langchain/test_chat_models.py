@@ -124,6 +124,56 @@ def test_a_handler_attached_and_none_attached_share_one_entry(agentaccel_spans: 
     assert results(agentaccel_spans.spans()) == ["miss", "hit"]
 
 
+def one_node_graph(model: Any) -> Any:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", lambda state: {"messages": [model.invoke(state["messages"])]})
+    builder.add_edge(START, "llm")
+    builder.add_edge("llm", END)
+    return builder.compile()
+
+
+def test_a_handler_on_a_graph_sees_its_nodes_model_call_on_a_hit(agentaccel_spans: SpanRecorder,
+                                                                 callbacks: Any) -> None:
+    # LangGraph hands each node a callback manager carrying the graph's handlers: the call is answered inside
+    # LangChain's run, where the handler sees it.
+    graph = one_node_graph(fake("the answer", "not this"))
+    config = {"callbacks": [callbacks.handler]}
+    miss = graph.invoke({"messages": [HumanMessage("question")]}, config=config)
+    miss_events = callbacks.take()
+    hit = graph.invoke({"messages": [HumanMessage("question")]}, config=config)
+    assert hit["messages"][-1].content == miss["messages"][-1].content == "the answer"
+    assert callbacks.take() == miss_events == [("on_chat_model_start", [["question"]]),
+                                               ("on_llm_end", [["the answer"]])]
+    assert results(s for s in agentaccel_spans.spans() if s.name.startswith("chat ")) == ["miss", "hit"]
+
+
+def test_a_graph_nodes_hit_with_nothing_listening_starts_no_langchain_run(agentaccel_spans: SpanRecorder,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The manager LangGraph hands a node is empty when nothing listens: a hit is answered at invoke, before
+    # LangChain configures callbacks and starts a run nobody would see (as for a model called on its own).
+    from langchain_core.callbacks.manager import CallbackManager
+
+    started: list[Any] = []
+    original = CallbackManager.on_chat_model_start
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        started.append(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(CallbackManager, "on_chat_model_start", counting)
+    graph = one_node_graph(fake("the answer", "not this"))
+    miss = graph.invoke({"messages": [HumanMessage("question")]})
+    assert len(started) == 1  # the miss runs through LangChain's run
+    hit = graph.invoke({"messages": [HumanMessage("question")]})
+    assert len(started) == 1  # the hit starts none
+    assert hit["messages"][-1].content == miss["messages"][-1].content == "the answer"
+    assert hit["messages"][-1].id.startswith("lc_run--")  # a fresh run id of its own, as at invoke outside a graph
+    assert hit["messages"][-1].id != miss["messages"][-1].id
+    assert results(s for s in agentaccel_spans.spans() if s.name.startswith("chat ")) == ["miss", "hit"]
+
+
 def test_a_cached_stream_replays_as_chunks_with_token_callbacks(agentaccel_spans: SpanRecorder,
                                                                 callbacks: Any) -> None:
     model = fake("one two three", "not this")
