@@ -174,6 +174,41 @@ def test_a_graph_nodes_hit_with_nothing_listening_starts_no_langchain_run(agenta
     assert results(s for s in agentaccel_spans.spans() if s.name.startswith("chat ")) == ["miss", "hit"]
 
 
+def test_graph_astream_events_and_messages_yield_the_message_on_a_hit(agentaccel_spans: SpanRecorder) -> None:
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    model = fake("the answer here", "not this")
+
+    async def llm(state: MessagesState) -> dict[str, Any]:
+        return {"messages": [await model.ainvoke(state["messages"])]}
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("llm", llm)
+    builder.add_edge(START, "llm")
+    builder.add_edge("llm", END)
+    graph = builder.compile()
+    question = {"messages": [HumanMessage("question")]}
+
+    async def events() -> list[tuple[str, Any]]:
+        return [(e["event"], getattr(e["data"].get("chunk") or e["data"].get("output"), "content", None))
+                async for e in graph.astream_events(question, version="v2") if "chat_model" in e["event"]]
+
+    async def messages() -> list[tuple[str, Any]]:
+        return [(type(m).__name__, m.content) async for m, _ in graph.astream(question, stream_mode="messages")]
+
+    async def scenario() -> tuple[Any, ...]:
+        return await events(), await events(), await messages()
+
+    miss, hit, hit_messages = asyncio.run(scenario())
+    # The miss streams (astream_events' handler asks LangChain to); a hit yields the start and the whole message,
+    # as a hit of LangChain's own cache does.
+    assert miss[0] == ("on_chat_model_start", None) and miss[-1] == ("on_chat_model_end", "the answer here")
+    assert "".join(content for event, content in miss if event == "on_chat_model_stream") == "the answer here"
+    assert hit == [("on_chat_model_start", None), ("on_chat_model_end", "the answer here")]
+    assert hit_messages == [("AIMessage", "the answer here")]
+    assert results(s for s in agentaccel_spans.spans() if s.name.startswith("chat ")) == ["miss", "hit", "hit"]
+
+
 def test_a_cached_stream_replays_as_chunks_with_token_callbacks(agentaccel_spans: SpanRecorder,
                                                                 callbacks: Any) -> None:
     model = fake("one two three", "not this")
