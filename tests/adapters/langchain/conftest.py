@@ -1,9 +1,9 @@
 """Fixtures for the LangChain adapter's tests: LangSmith tracing off, agentaccel disabled after each test, and a
-handler that records the callback events a call produces."""
+handler that records the callback events a call produces, and a one-node graph around a model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -60,3 +60,25 @@ class Recorder:
 @pytest.fixture
 def callbacks() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture
+def one_node_graph() -> Callable[..., Any]:
+    """Builds a compiled graph START -> "llm" -> END whose node calls ``model`` on the state's messages, with
+    ``ainvoke`` in an async node when ``asynchronous``."""
+    from langgraph.graph import END, START, MessagesState, StateGraph
+
+    def build(model: Any, asynchronous: bool = False) -> Any:
+        async def llm(state: MessagesState) -> dict[str, Any]:
+            return {"messages": [await model.ainvoke(state["messages"])]}
+
+        builder = StateGraph(MessagesState)
+        if asynchronous:
+            builder.add_node("llm", llm)
+        else:
+            builder.add_node("llm", lambda state: {"messages": [model.invoke(state["messages"])]})
+        builder.add_edge(START, "llm")
+        builder.add_edge("llm", END)
+        return builder.compile()
+
+    return build

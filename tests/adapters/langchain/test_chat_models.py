@@ -124,18 +124,8 @@ def test_a_handler_attached_and_none_attached_share_one_entry(agentaccel_spans: 
     assert results(agentaccel_spans.spans()) == ["miss", "hit"]
 
 
-def one_node_graph(model: Any) -> Any:
-    from langgraph.graph import END, START, MessagesState, StateGraph
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("llm", lambda state: {"messages": [model.invoke(state["messages"])]})
-    builder.add_edge(START, "llm")
-    builder.add_edge("llm", END)
-    return builder.compile()
-
-
-def test_a_handler_on_a_graph_sees_its_nodes_model_call_on_a_hit(agentaccel_spans: SpanRecorder,
-                                                                 callbacks: Any) -> None:
+def test_a_handler_on_a_graph_sees_its_nodes_model_call_on_a_hit(agentaccel_spans: SpanRecorder, callbacks: Any,
+                                                                 one_node_graph: Any) -> None:
     # LangGraph hands each node a callback manager carrying the graph's handlers: the call is answered inside
     # LangChain's run, where the handler sees it.
     graph = one_node_graph(fake("the answer", "not this"))
@@ -150,7 +140,8 @@ def test_a_handler_on_a_graph_sees_its_nodes_model_call_on_a_hit(agentaccel_span
 
 
 def test_a_graph_nodes_hit_with_nothing_listening_starts_no_langchain_run(agentaccel_spans: SpanRecorder,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                        monkeypatch: pytest.MonkeyPatch,
+                                                                        one_node_graph: Any) -> None:
     # The manager LangGraph hands a node is empty when nothing listens: a hit is answered at invoke, before
     # LangChain configures callbacks and starts a run nobody would see (as for a model called on its own).
     from langchain_core.callbacks.manager import CallbackManager
@@ -174,19 +165,9 @@ def test_a_graph_nodes_hit_with_nothing_listening_starts_no_langchain_run(agenta
     assert results(s for s in agentaccel_spans.spans() if s.name.startswith("chat ")) == ["miss", "hit"]
 
 
-def test_graph_astream_events_and_messages_yield_the_message_on_a_hit(agentaccel_spans: SpanRecorder) -> None:
-    from langgraph.graph import END, START, MessagesState, StateGraph
-
-    model = fake("the answer here", "not this")
-
-    async def llm(state: MessagesState) -> dict[str, Any]:
-        return {"messages": [await model.ainvoke(state["messages"])]}
-
-    builder = StateGraph(MessagesState)
-    builder.add_node("llm", llm)
-    builder.add_edge(START, "llm")
-    builder.add_edge("llm", END)
-    graph = builder.compile()
+def test_graph_astream_events_and_messages_yield_the_message_on_a_hit(agentaccel_spans: SpanRecorder,
+                                                                     one_node_graph: Any) -> None:
+    graph = one_node_graph(fake("the answer here", "not this"), asynchronous=True)
     question = {"messages": [HumanMessage("question")]}
 
     async def events() -> list[tuple[str, Any]]:

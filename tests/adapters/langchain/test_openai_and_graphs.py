@@ -318,18 +318,11 @@ def test_graph_stream_mode_messages_yields_the_message_on_a_hit(agentaccel_spans
 
 @pytest.mark.filterwarnings("ignore:The v3 streaming protocol")
 def test_graph_v3_event_stream_assembles_the_message_on_a_hit(agentaccel_spans: SpanRecorder,
-                                                               mock_llm: MockLLM) -> None:
+                                                               mock_llm: MockLLM, one_node_graph: Any) -> None:
     # LangGraph's v3 event stream hears a model call through LangChain's v2 stream events: on a hit they are
     # replayed (where LangChain's own cache hit of a usage-less answer fails to assemble), and the graph's state
     # gets the same message.
-    from langgraph.graph import END, START, MessagesState, StateGraph
-
-    model = chat_model(mock_llm)
-    builder = StateGraph(MessagesState)
-    builder.add_node("llm", lambda state: {"messages": [model.invoke(state["messages"])]})
-    builder.add_edge(START, "llm")
-    builder.add_edge("llm", END)
-    graph = builder.compile()
+    graph = one_node_graph(chat_model(mock_llm))
 
     def streamed() -> tuple[list[str], str, str]:
         events = list(graph.stream_events({"messages": [HumanMessage("just chat")]}, version="v3"))
