@@ -6,16 +6,18 @@ from __future__ import annotations
 import time
 from collections.abc import Generator, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Proceed, Target
 from agentaccel_limit.errors import LimitExceeded
 from agentaccel_limit.feedback import rate_limited
 from agentaccel_limit.local import Limiter, Permit, Waiter
-from agentaccel_limit.redis_backend import Lease, RedisBackend
 from agentaccel_limit.rules import Rule, candidates
 from agentaccel_limit.telemetry import Instruments
 from agentaccel_limit.tokens import estimate, used
+
+if TYPE_CHECKING:  # the redis client is imported only when a backend is configured (see plugin.py)
+    from agentaccel_limit.redis_backend import Lease, RedisBackend
 
 Flow = Generator[Io | Proceed, Any, None]
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from agentaccel_limit.local import Limiter
-from agentaccel_limit.redis_backend import RedisBackend
 from agentaccel_limit.rules import Rule
+
+if TYPE_CHECKING:
+    from agentaccel_limit.redis_backend import RedisBackend
 
 
 @dataclasses.dataclass
