@@ -4,22 +4,29 @@
         --group test python tests/benchmarks/bench_langchain.py
 
 (a) Hit latency of ``ChatOpenAI.invoke(messages)`` (2 messages, ~1.2 KB): agentaccel's cache against LangChain's
-    InMemoryCache, interleaved rounds, median of per-round ratios; spans go to an SDK provider that exports
-    nowhere. Targets: <= 0.5x with no callback handler, <= 1.1x with one attached. Printed beside them, in the
-    same rounds and against InMemoryCache: the agentaccel hit with spans off (a NoOpTracerProvider); that same
-    hit inside a bare SDK span with the hit's name, kind and attributes (what recording the span costs in place,
-    with none of agentaccel's tracing code); and that span alone, around nothing. Before them, that span's own cost
-    called in a loop and right after an 8 MB copy: what the CPU's caches cost it.
+    InMemoryCache; spans go to an SDK provider with a BatchSpanProcessor that exports nowhere. Targets: <= 0.5x
+    with no callback handler, <= 1.1x with one attached. Many short windows (--calls, 100 calls, about 25 ms)
+    in interleaved rounds (--rounds), each round's order reversed in the next: on a shared machine the speed of
+    the CPU drifts by up to a third from one quarter second to the next, and short alternating windows see the same
+    machine. Each window ends with the provider's force_flush(), so it pays for exporting its own spans and
+    leaves none to the next; each round starts after a full collection. Printed for each variant: the median of
+    its per-round ratios to InMemoryCache's hit and a 95% bootstrap interval of that median. Beside the targets,
+    in the same rounds: InMemoryCache's hit timed again (what the method's noise alone makes of a ratio); the
+    agentaccel hit with spans off (a NoOpTracerProvider); that same hit inside a bare SDK span with the hit's
+    name, kind and attributes (what recording the span costs in place, with none of agentaccel's tracing code);
+    and that span alone, around nothing. Before them, that span's own cost called in a loop and right after an
+    8 MB copy: what the CPU's caches cost it.
 (b) 200 tasks for a LangGraph tool-using agent (create_agent, two tools), half of them repeats, against the mock
     provider in its own process capped at 8 concurrent with 50 ms latency: plain; LangChain's native setup
     (InMemoryCache + InMemoryRateLimiter tuned to the cap + batch max_concurrency 8); agentaccel (cache + limit
     rule max_concurrency 8, batch max_concurrency 32). Targets for agentaccel: upstream calls = distinct requests,
-    zero 429s, wall time <= 0.8x native. The three setups run in interleaved rounds (--workload-rounds) with the
-    same batch mode (--mode: batch() on a thread pool or abatch() on one event loop); medians are printed, and
-    the process CPU time of each run, because the workload is CPU-bound in the framework on a small machine, with
-    the garbage collector's part of it: spans wait in the BatchSpanProcessor's queue until exported, so each run
-    with spans makes more young collections. Each run starts after a full collection, as (a)'s windows do, so
-    that a full collection the runs before it made due falls in none of them.
+    zero 429s, wall time <= 0.8x native. The three setups run in interleaved rounds (--workload-rounds), each
+    round's order reversed in the next, with the same batch mode (--mode: batch() on a thread pool or abatch() on
+    one event loop); medians are printed, with a 95% interval of the wall-time ratio's, and the process CPU time
+    of each run, because the workload is CPU-bound in the framework on a small machine, with the garbage
+    collector's part of it: spans wait in the BatchSpanProcessor's queue until exported, so each run with spans
+    makes more young collections. Each run starts after a full collection, so that a full collection the runs
+    before it made due falls in none of them.
 """
 
 from __future__ import annotations
@@ -41,7 +48,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 os.environ["LANGSMITH_TRACING"] = "false"
 os.environ.pop("LANGCHAIN_TRACING_V2", None)
 
-from benchutil import GcClock, discarding_provider, in_span, per_call_ns, recorded_span, span_after_cache_pollution
+from benchutil import (
+    GcClock,
+    discarding_provider,
+    in_span,
+    median_interval,
+    per_call_ns,
+    recorded_span,
+    span_after_cache_pollution,
+)
 from langchain_core.caches import InMemoryCache
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.globals import set_llm_cache
@@ -66,6 +81,11 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+#: What (a) times against LangChain's InMemoryCache hit in the same round: that hit again (the ratio noise alone makes),
+#: agentaccel's hit, the same with spans off, that inside a bare SDK span like the hit's, and that span around nothing.
+VARIANTS = ("native", "native again", "agentaccel", "spans off", "in place", "span alone")
+
+
 def hit_latency(url: str, rounds: int, calls: int) -> None:
     messages = [SystemMessage("You are a careful assistant. " * 20), HumanMessage("Summarise the plan. " * 30)]
     size = sum(len(str(m.content)) for m in messages)
@@ -80,35 +100,51 @@ def hit_latency(url: str, rounds: int, calls: int) -> None:
 
     spans = {label: recorded_span(lambda provider, cfg=cfg: record(provider, cfg)) for label, cfg in configs.items()}
     tracer = PROVIDER.get_tracer("bench")
-    ratios: dict[tuple[str, str], list[float]] = {}
-    for _ in range(rounds):
-        for label, cfg in configs.items():
-            agentaccel.disable()
+
+    def window(label: str, variant: str) -> float:
+        cfg = configs[label]
+
+        def invoke() -> object:
+            return model.invoke(messages, config=cfg)
+
+        if variant.startswith("native"):
             set_llm_cache(InMemoryCache())
-            model.invoke(messages, config=cfg)  # prime
-            native = per_call_ns(lambda cfg=cfg: model.invoke(messages, config=cfg), calls)
+        elif variant != "span alone":
+            agentaccel.enable(tracer_provider=PROVIDER if variant == "agentaccel" else NoOpTracerProvider())
+        fn = in_span(tracer, spans[label], invoke if variant == "in place" else lambda: None) \
+            if variant in ("in place", "span alone") else invoke
+        try:
+            fn()  # the miss that fills the cache, outside the window
+            return per_call_ns(fn, calls, collect=False, flush=PROVIDER)
+        finally:
+            agentaccel.disable()
             set_llm_cache(None)
-            for setup, provider in (("ours", PROVIDER), ("spans off", NoOpTracerProvider())):
-                agentaccel.enable(tracer_provider=provider)
-                model.invoke(messages, config=cfg)  # prime
-                ours = per_call_ns(lambda cfg=cfg: model.invoke(messages, config=cfg), calls)
-                ratios.setdefault((label, setup), []).append(ours / native)
-                if setup == "spans off":  # and the same inside a bare SDK span like the hit's: its cost in place
-                    wrapped = in_span(tracer, spans[label], lambda cfg=cfg: model.invoke(messages, config=cfg))
-                    ratios.setdefault((label, "in place"), []).append(per_call_ns(wrapped, calls) / native)
-                agentaccel.disable()
-            alone = per_call_ns(in_span(tracer, spans[label], lambda: None), calls)
-            ratios.setdefault((label, "span alone"), []).append(alone / native)
-    cold, hot = span_after_cache_pollution(tracer, spans["handler"], calls // 10)
-    print(f"(a) hit latency, {size} chars in 2 messages, {rounds} rounds x {calls} calls")
+
+    ratios: dict[tuple[str, str], list[float]] = {}
+    for turn in range(rounds):
+        gc.collect()  # once a round: its windows pay for their own spans' young collections, none for a full one
+        order = [(label, variant) for label in configs for variant in VARIANTS]
+        # Forwards, then backwards: a drift of the machine's speed within a round favours no variant.
+        times = {key: window(*key) for key in (order if turn % 2 == 0 else reversed(order))}
+        for label, variant in order:
+            ratios.setdefault((label, variant), []).append(times[label, variant] / times[label, "native"])
+    cold, hot = span_after_cache_pollution(tracer, spans["handler"], calls)
+    print(f"(a) hit latency, {size} chars in 2 messages, {rounds} interleaved rounds of {calls}-call windows (each "
+          f"ending with its spans' export); ratios to InMemoryCache's hit in the same round: median [95% interval]")
     print(f"    the hit's bare SDK span costs {hot / 1000:.1f} us called in a loop, {cold / 1000:.1f} us right after "
           f"an 8 MB copy (the CPU's caches emptied of its code and data, as work between two spans can empty them)")
+
+    def shown(label: str, variant: str) -> str:
+        median, low, high = median_interval(ratios[label, variant])
+        return f"{median:.2f}x [{low:.2f}-{high:.2f}]"
+
     for label, target in (("no handler", 0.5), ("handler", 1.1)):
-        median, off, in_place, alone = (statistics.median(ratios[label, setup])
-                                        for setup in ("ours", "spans off", "in place", "span alone"))
-        print(f"    {label:10s}: agentaccel / InMemoryCache = {median:.2f}x (target <= {target}x) "
-              f"{verdict(median <= target)}; with spans off {off:.2f}x, and that inside a bare SDK span with the "
-              f"hit's {len(spans[label].attributes or {})} attributes {in_place:.2f}x; the span alone {alone:.2f}x")
+        median = statistics.median(ratios[label, "agentaccel"])
+        print(f"    {label:10s}: agentaccel / InMemoryCache = {shown(label, 'agentaccel')} (target <= {target}x) "
+              f"{verdict(median <= target)}; InMemoryCache against itself {shown(label, 'native again')}; with "
+              f"spans off {shown(label, 'spans off')}, and that inside a bare SDK span with the hit's "
+              f"{len(spans[label].attributes or {})} attributes {shown(label, 'in place')}; the span alone "
+              f"{shown(label, 'span alone')}")
 
 
 @tool
@@ -127,6 +163,11 @@ SCRIPT = [{"match": "weather", "response": {"tool_calls": [{"name": "weather", "
 
 
 SETUPS = ("plain", "native", "agentaccel")
+
+
+def _order(turn: int) -> tuple[str, ...]:
+    """Forwards, then backwards: a drift of the machine's speed over a round favours no setup."""
+    return SETUPS if turn % 2 == 0 else SETUPS[::-1]
 
 
 def _agent(url: str, setup: str) -> Any:
@@ -201,15 +242,15 @@ def agent_workload(tasks: int, rounds: int, mode: str, concurrency: int) -> None
         async def all_async() -> None:
             # One event loop for every run: langchain-openai keeps its async HTTP client per base URL, and a
             # client made on a closed loop fails ("Event loop is closed").
-            for _ in range(rounds):
-                for setup in SETUPS:
+            for turn in range(rounds):
+                for setup in _order(turn):
                     runs[setup].append(await _run_async(server, setup, inputs, _concurrency(setup, concurrency)))
 
         if mode == "async":
             asyncio.run(all_async())
         else:
-            for _ in range(rounds):  # interleaved, so a noisy neighbour slows every setup alike
-                for setup in SETUPS:
+            for turn in range(rounds):  # interleaved, so a noisy neighbour slows every setup alike
+                for setup in _order(turn):
                     runs[setup].append(_run_sync(server, setup, inputs, _concurrency(setup, concurrency)))
         agentaccel.disable()
         set_llm_cache(None)
@@ -228,17 +269,17 @@ def agent_workload(tasks: int, rounds: int, mode: str, concurrency: int) -> None
     print(f"    agentaccel upstream calls = distinct requests (max over rounds {upstream:.0f} = {tasks}): "
           f"{verdict(all(run['upstream'] == tasks for run in ours))}")
     print(f"    agentaccel 429s = 0 (max over rounds {limited:.0f}): {verdict(limited == 0)}")
-    ratio = statistics.median(a["wall"] / n["wall"] for a, n in zip(ours, runs["native"], strict=True))
-    print(f"    agentaccel wall / native wall = {ratio:.2f}x, median of per-round ratios (target <= 0.8x): "
-          f"{verdict(ratio <= 0.8)}")
+    ratio, low, high = median_interval([a["wall"] / n["wall"] for a, n in zip(ours, runs["native"], strict=True)])
+    print(f"    agentaccel wall / native wall = {ratio:.2f}x [95% interval {low:.2f}-{high:.2f}], median of per-round "
+          f"ratios (target <= 0.8x): {verdict(ratio <= 0.8)}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=60, help="interleaved rounds of (a)")
+    parser.add_argument("--calls", type=int, default=100, help="calls in each timing window of (a)")
     parser.add_argument("--tasks", type=int, default=200)
-    parser.add_argument("--workload-rounds", type=int, default=5, help="interleaved rounds of (b)")
+    parser.add_argument("--workload-rounds", type=int, default=6, help="interleaved rounds of (b)")
     parser.add_argument("--mode", choices=("sync", "async"), default="sync",
                         help="(b) runs the agents with batch() (a thread pool) or abatch() (one event loop)")
     parser.add_argument("--concurrency", type=int, default=32,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -75,16 +76,30 @@ class GcClock:
         gc.callbacks.remove(self._tick)
 
 
-def per_call_ns(fn: Callable[[], object], calls: int) -> float:
-    """Mean ns per call of ``fn`` over ``calls`` calls, after a full garbage collection. Spans wait in the
-    BatchSpanProcessor's queue until exported, so each one pushes objects into the oldest generation, and in a
-    large heap (LangChain's) a full collection then costs about 100 ms: collecting first makes each window pay
-    for its own garbage, not for what the variant before it left."""
-    gc.collect()
+def per_call_ns(fn: Callable[[], object], calls: int, *, collect: bool = True,
+                flush: TracerProvider | None = None) -> float:
+    """Mean ns per call of ``fn`` over ``calls`` calls, after a full garbage collection unless ``collect`` is
+    false. Spans wait in the BatchSpanProcessor's queue until exported, so each one pushes objects into the oldest
+    generation, and in a large heap (LangChain's) a full collection then costs about 100 ms: collecting first
+    makes each window pay for its own garbage, not for what the variant before it left. With ``flush``, the window
+    ends with that provider's ``force_flush()``, which exports the batch processor's queue in this thread: each
+    window pays for exporting its own spans, and none is left for the next window's variant to pay for."""
+    if collect:
+        gc.collect()
     start = time.perf_counter_ns()
     for _ in range(calls):
         fn()
+    if flush is not None:
+        flush.force_flush()
     return (time.perf_counter_ns() - start) / calls
+
+
+def median_interval(samples: Sequence[float], resamples: int = 2000) -> tuple[float, float, float]:
+    """The median of ``samples`` and a 95% bootstrap interval of it (seeded: the same samples give the same
+    interval), so a verdict can ask that the whole interval meet a target, not a median that noise put there."""
+    draw = random.Random(7)
+    medians = sorted(statistics.median(draw.choices(samples, k=len(samples))) for _ in range(resamples))
+    return statistics.median(samples), medians[resamples // 40], medians[resamples - 1 - resamples // 40]
 
 
 def span_after_cache_pollution(tracer: Tracer, span: ReadableSpan, calls: int) -> tuple[float, float]:
