@@ -96,7 +96,7 @@ def per_call_ns(fn: Callable[[], object], calls: int, *, collect: bool = True,
 
 def median_interval(samples: Sequence[float], resamples: int = 2000) -> tuple[float, float, float]:
     """The median of ``samples`` and a 95% bootstrap interval of it (seeded: the same samples give the same
-    interval), so a verdict can ask that the whole interval meet a target, not a median that noise put there."""
+    interval), printed beside a median so that one near its target says how near."""
     draw = random.Random(7)
     medians = sorted(statistics.median(draw.choices(samples, k=len(samples))) for _ in range(resamples))
     return statistics.median(samples), medians[resamples // 40], medians[resamples - 1 - resamples // 40]

@@ -1,5 +1,6 @@
-"""What enabling the plugins imports: the redis client takes about 0.4 s to import (redis 8 loads its own
-OpenTelemetry instrumentation), so neither plugin loads it unless the configuration names a Redis URL."""
+"""What enabling the plugins imports: the redis client takes about 0.4 s to import (redis 8 also loads its
+observability module, which imports OpenTelemetry's metrics), so neither plugin loads it unless the configuration
+names a Redis URL."""
 
 from __future__ import annotations
 
