@@ -52,6 +52,7 @@ from benchutil import (
     GcClock,
     discarding_provider,
     in_span,
+    in_turn,
     median_interval,
     per_call_ns,
     recorded_span,
@@ -124,8 +125,7 @@ def hit_latency(url: str, rounds: int, calls: int) -> None:
     for turn in range(rounds):
         gc.collect()  # once a round: its windows pay for their own spans' young collections, none for a full one
         order = [(label, variant) for label in configs for variant in VARIANTS]
-        # Forwards, then backwards: a drift of the machine's speed within a round favours no variant.
-        times = {key: window(*key) for key in (order if turn % 2 == 0 else reversed(order))}
+        times = {key: window(*key) for key in in_turn(order, turn)}
         for label, variant in order:
             ratios.setdefault((label, variant), []).append(times[label, variant] / times[label, "native"])
     cold, hot = span_after_cache_pollution(tracer, spans["handler"], calls)
@@ -163,11 +163,6 @@ SCRIPT = [{"match": "weather", "response": {"tool_calls": [{"name": "weather", "
 
 
 SETUPS = ("plain", "native", "agentaccel")
-
-
-def _order(turn: int) -> tuple[str, ...]:
-    """Forwards, then backwards: a drift of the machine's speed over a round favours no setup."""
-    return SETUPS if turn % 2 == 0 else SETUPS[::-1]
 
 
 def _agent(url: str, setup: str) -> Any:
@@ -243,14 +238,14 @@ def agent_workload(tasks: int, rounds: int, mode: str, concurrency: int) -> None
             # One event loop for every run: langchain-openai keeps its async HTTP client per base URL, and a
             # client made on a closed loop fails ("Event loop is closed").
             for turn in range(rounds):
-                for setup in _order(turn):
+                for setup in in_turn(SETUPS, turn):
                     runs[setup].append(await _run_async(server, setup, inputs, _concurrency(setup, concurrency)))
 
         if mode == "async":
             asyncio.run(all_async())
         else:
             for turn in range(rounds):  # interleaved, so a noisy neighbour slows every setup alike
-                for setup in _order(turn):
+                for setup in in_turn(SETUPS, turn):
                     runs[setup].append(_run_sync(server, setup, inputs, _concurrency(setup, concurrency)))
         agentaccel.disable()
         set_llm_cache(None)

@@ -7,11 +7,14 @@ import random
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Tracer
+
+T = TypeVar("T")
 
 
 class _Discard(SpanExporter):
@@ -92,6 +95,12 @@ def per_call_ns(fn: Callable[[], object], calls: int, *, collect: bool = True,
     if flush is not None:
         flush.force_flush()
     return (time.perf_counter_ns() - start) / calls
+
+
+def in_turn(items: Sequence[T], turn: int) -> Sequence[T]:
+    """``items`` in round ``turn``'s order: forwards, then backwards, so that a drift of the machine's speed over a
+    round favours none of them."""
+    return items if turn % 2 == 0 else items[::-1]
 
 
 def median_interval(samples: Sequence[float], resamples: int = 2000) -> tuple[float, float, float]:
