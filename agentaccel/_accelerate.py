@@ -79,6 +79,7 @@ def wrap(
     request: Callable[[Call], Mapping[str, Any]] | None = None,
     describe: Callable[[Any], Mapping[str, Any]] | None = None,
     pure: bool = False,
+    http: bool = False,
 ) -> F:
     """Return ``fn`` with its calls running through agentaccel's pipeline (a span, and whatever middleware is
     enabled). Sync and async functions, generators and async generators (as streams) and methods all work; when
@@ -92,6 +93,8 @@ def wrap(
     :param request: builds the normalized request from the :class:`Call`; defaults to the bound arguments.
     :param describe: extracts span attributes (``gen_ai.usage.*`` …) from a result.
     :param pure: the result depends only on the arguments, so it may be cached like a model call.
+    :param http: the function sends its requests to its provider through httpx or httpx2 (OpenAI's and
+        Anthropic's clients do), so that a limit rule can hold its permit only while each request is upstream.
     """
     target = Target(
         framework=framework,
@@ -102,7 +105,7 @@ def wrap(
         codec=codec,
         request=request or _arguments_request(fn),
         describe=describe,
-        hints={"pure": pure},
+        hints={"pure": pure, "http": http},
     )
     # Decorating a function in a class body, we cannot know how it will be bound (a staticmethod() may come on
     # top): wrapt finds out at call time. A module-level sync function can take the cheap closure.
@@ -133,6 +136,7 @@ def accelerate(
     request: Callable[[Call], Mapping[str, Any]] | None = ...,
     describe: Callable[[Any], Mapping[str, Any]] | None = ...,
     pure: bool = ...,
+    http: bool = ...,
 ) -> Callable[[F], F]: ...
 
 

@@ -94,7 +94,8 @@ class Target:
     has (a run's message ids). It runs outside the span's context and has no effects beyond the
     value (those are ``replay``'s), so it costs the call no early span; if it raises, the call fails there.
     ``hints`` carry adapter facts middleware may use, such as ``{"pure": True}`` for a tool whose result depends
-    only on its arguments.
+    only on its arguments, or ``{"http": True}`` (or a function of the call saying so per call) when a call's
+    requests to its provider go through an httpx or httpx2 client in this process (see ``agentaccel.builtin.http``).
     """
 
     framework: str
@@ -138,6 +139,7 @@ class Call:
         "provider",
         "scope",
         "target",
+        "upstream",
     )
 
     def __init__(self, target: Target, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -158,6 +160,10 @@ class Call:
         #: function collects what it makes of each chunk, called before the consumer gets the chunk (so that a
         #: consumer changing it cannot change what was collected). If it raises, ``outcome.value`` is None.
         self.collect: bool | Callable[[Any], Any] = False
+        #: Set by a middleware that admits each HTTP request the call sends rather than the call as a whole (an
+        #: ``agentaccel.builtin.http.Upstream``: the limit plugin's permits), for calls whose target's
+        #: ``hints["http"]`` says their requests go through httpx or httpx2.
+        self.upstream: Any = None
         self._request: Mapping[str, Any] | None = None
         if target.identify is None:
             self.name = target.name

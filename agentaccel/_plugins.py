@@ -25,6 +25,7 @@ hookimpl = pluggy.HookimplMarker("agentaccel")
 DEFAULT_PLUGINS: tuple[tuple[str, str], ...] = (
     ("tracing", "agentaccel.builtin.tracing"),
     ("threads", "agentaccel.builtin.threads"),
+    ("http", "agentaccel.builtin.http"),
 )
 
 

@@ -47,7 +47,7 @@ from agentaccel import (
     Target,
 )
 from agentaccel_langchain import codec, describe, requests
-from agentaccel_langchain.providers import provider_of
+from agentaccel_langchain.providers import provider_of, sends_through_httpx
 
 FRAMEWORK = "langchain"
 CHAT_MODELS = "langchain_core.language_models.chat_models"
@@ -58,6 +58,8 @@ PREGEL = "langgraph.pregel.main"
 RUNNER = "langgraph.pregel._runner"
 
 
+#: Model calls say whose requests go through httpx, so that a limit can hold its permits per request.
+_MODEL_HINTS: Mapping[str, Any] = MappingProxyType({"http": sends_through_httpx})
 #: ``agentaccel.options(cache=False)`` for the calls of a model created with LangChain's ``cache=False``.
 _NO_CACHE: Mapping[str, Any] = MappingProxyType({"cache": False})
 
@@ -90,7 +92,7 @@ def _chat(name: str, mode: Mode, model_codec: Any, request: Callable[[Call], Any
           replay: Callable[[Call, Any], Any] | None = None, adopt: Callable[[Call, Any], None] | None = None
           ) -> Target:
     return Target(framework=FRAMEWORK, operation=CHAT, name=name, mode=mode, codec=model_codec, request=request,
-                  identify=_model_identity, describe=describe.chat, replay=replay, adopt=adopt)
+                  identify=_model_identity, describe=describe.chat, replay=replay, adopt=adopt, hints=_MODEL_HINTS)
 
 
 #: What ``_generate_with_cache(messages, stop=None, run_manager=None, **kwargs)`` takes besides the model's kwargs.
@@ -149,7 +151,7 @@ CHAT_ASTREAM = _chat("astream", Mode.ASYNC_STREAM, codec.CHAT_CHUNK, requests.ch
 
 def _llm(name: str, mode: Mode) -> Target:
     return Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name=name, mode=mode, codec=codec.LLM_RESULT,
-                  request=requests.llm_generate, identify=_model_identity, describe=describe.llm)
+                  request=requests.llm_generate, identify=_model_identity, describe=describe.llm, hints=_MODEL_HINTS)
 
 
 LLM_GENERATE = _llm("generate", Mode.SYNC)
@@ -169,15 +171,15 @@ def _llm_token(call: Call, chunk: Any) -> Any:
 
 LLM_STREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="stream", mode=Mode.SYNC_STREAM,
                     codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity,
-                    replay=_llm_token)
+                    replay=_llm_token, hints=_MODEL_HINTS)
 LLM_ASTREAM = Target(framework=FRAMEWORK, operation=TEXT_COMPLETION, name="astream", mode=Mode.ASYNC_STREAM,
                      codec=codec.GENERATION_CHUNK, request=requests.llm_stream, identify=_model_identity,
-                     replay=_llm_token)
+                     replay=_llm_token, hints=_MODEL_HINTS)
 
 
 def _embeddings(name: str, mode: Mode) -> Target:
     return Target(framework=FRAMEWORK, operation=EMBEDDINGS, name=name, mode=mode, codec=JSON_CODEC,
-                  request=requests.embeddings, identify=_model_identity)
+                  request=requests.embeddings, identify=_model_identity, hints=_MODEL_HINTS)
 
 
 def _tool(mode: Mode) -> Target:

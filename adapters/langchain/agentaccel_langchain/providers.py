@@ -25,6 +25,10 @@ HOSTS = {
 SEMCONV = {"google_genai": "gcp.gemini", "google_vertexai": "gcp.vertex_ai", "bedrock": "aws.bedrock",
            "amazon_bedrock": "aws.bedrock", "azure": "azure.ai.openai", "mistralai": "mistral_ai",
            "xai": "x_ai"}
+#: Partner packages whose models send their requests through httpx or httpx2 clients (OpenAI's SDK, Anthropic's,
+#: and those built like them): a limit can admit each of their requests rather than the whole call.
+HTTPX_PACKAGES = frozenset({"langchain_openai", "langchain_anthropic", "langchain_deepseek", "langchain_xai",
+                            "langchain_groq", "langchain_mistralai", "langchain_ollama"})
 _BASE_URL_FIELDS = ("openai_api_base", "base_url", "anthropic_api_url", "api_base", "endpoint")
 _known: dict[tuple[type, str | None], str | None] = {}
 
@@ -75,3 +79,16 @@ def _from_module(cls: type) -> str | None:
         return None
     name = package.removeprefix("langchain_")
     return SEMCONV.get(name, name)
+
+
+def sends_through_httpx(call: Any) -> bool:
+    """The ``hints["http"]`` of model calls: whether the model's requests go through httpx or httpx2, from the
+    package that defines its class (a subclass of ``ChatOpenAI`` defined elsewhere counts, through its bases)."""
+    cls = type(call.instance)
+    found = _httpx.get(cls)
+    if found is None:
+        found = _httpx[cls] = any(base.__module__.partition(".")[0] in HTTPX_PACKAGES for base in cls.__mro__)
+    return found
+
+
+_httpx: dict[type, bool] = {}

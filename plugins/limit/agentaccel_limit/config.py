@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 from agentaccel import OPERATIONS, ConfigError
 
 OnBackendError = Literal["open", "closed"]
+HoldFor = Literal["request", "call"]
 
 
 @dataclasses.dataclass
@@ -36,6 +37,10 @@ class RuleConfig:
     max_queue: int | None = None
     #: Lower the concurrency on 429s and raise it again while calls succeed (up to max_concurrency if set).
     adaptive: bool = False
+    #: "request": a model call whose requests agentaccel sees (sent through httpx or httpx2, as OpenAI's and
+    #: Anthropic's clients do) holds a permit only while each request is upstream; other calls hold theirs for the
+    #: whole call, as "call" makes every call do.
+    hold: HoldFor = "request"
     #: With a Redis backend: "open" falls back to the in-process limit when Redis fails, "closed" refuses calls.
     on_backend_error: OnBackendError = "open"
 

@@ -22,7 +22,7 @@ def rate_limited(error: BaseException | None) -> tuple[bool, float | None]:
         if status is None:
             status = getattr(response, "status_code", None)
         if status == 429 or type(error).__name__ == "RateLimitError":
-            return True, _retry_after(getattr(response, "headers", None))
+            return True, retry_after(getattr(response, "headers", None))
         error = error.__cause__
         seen += 1
     return False, None
@@ -33,7 +33,7 @@ def rate_limited(error: BaseException | None) -> tuple[bool, float | None]:
 MAX_RETRY_AFTER = 300.0
 
 
-def _retry_after(headers: Any) -> float | None:
+def retry_after(headers: Any) -> float | None:
     if not isinstance(headers, Mapping) and not hasattr(headers, "get"):
         return None
     seconds = _seconds(_header(headers, "retry-after-ms"), 1000)

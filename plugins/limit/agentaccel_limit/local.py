@@ -231,10 +231,8 @@ class Limiter:
             level = max(permit.level, self.in_flight)
             self.in_flight -= 1
             now = time.monotonic()
-            entry = permit._spent
-            if tokens is not None and entry is not None and entry[0] > now - TOKEN_WINDOW:
-                self._spent_total += tokens - entry[1]  # the estimate, corrected with the reported usage
-                entry[1] = tokens
+            if tokens is not None:
+                self._correct(permit, tokens, now)
             if limited is not None and limited[0]:
                 if limited[1]:
                     self._paused_until = max(self._paused_until, now + limited[1])
@@ -244,6 +242,20 @@ class Limiter:
                 self.aimd.succeeded()
             granted = self._dispatch()
         self._wake(granted)
+
+    def correct(self, permit: Permit, tokens: int) -> None:
+        """Replace the estimate a given-back permit put in the token window with the ``tokens`` its call reports
+        having used (known only once the framework has parsed the answer, after the request's permit is back)."""
+        with self._lock:
+            self._correct(permit, tokens, time.monotonic())
+            granted = self._dispatch()
+        self._wake(granted)
+
+    def _correct(self, permit: Permit, tokens: int, now: float) -> None:
+        entry = permit._spent
+        if entry is not None and entry[0] > now - TOKEN_WINDOW:
+            self._spent_total += tokens - entry[1]
+            entry[1] = tokens
 
     def _settle(self, waiter: Waiter, timeout: float | None) -> Permit:
         """After a wait ended: the permit, or (the wait timed out) leave the queue and raise."""

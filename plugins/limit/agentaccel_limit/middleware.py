@@ -1,25 +1,33 @@
 """The ``limit`` middleware: a call takes a permit from every rule it matches, in the rules' global order,
-waits in Io effects (a blocked thread, or an awaited future) and gives the permits back however it ends."""
+waits in Io effects (a blocked thread, or an awaited future) and gives the permits back however it ends.
+
+A model call whose requests agentaccel sees (its adapter's ``hints["http"]``, and the built-in ``http`` plugin
+enabled) takes its permits per request instead (:class:`Gate`): from just before each request is sent until the
+provider is done with it. The framework's work around the request (building it, parsing the answer, callbacks)
+then holds no permit, so a rule's permits are upstream nearly all the time they are held, and each response's 429
+and Retry-After teach the rule, including those the client retries by itself."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator, Sequence
+import logging
+from collections.abc import Callable, Generator, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Proceed, Target
-from agentaccel_limit.errors import LimitExceeded
+from agentaccel.builtin import http
 from agentaccel_limit.feedback import rate_limited
-from agentaccel_limit.local import Limiter, Permit, Waiter
+from agentaccel_limit.hold import Hold
+from agentaccel_limit.local import Limiter
 from agentaccel_limit.rules import Rule, candidates
 from agentaccel_limit.telemetry import Instruments
 from agentaccel_limit.tokens import estimate, used
 
 if TYPE_CHECKING:  # the redis client is imported only when a backend is configured (see plugin.py)
-    from agentaccel_limit.redis_backend import Lease, RedisBackend
+    from agentaccel_limit.redis_backend import RedisBackend
 
 Flow = Generator[Io | Proceed, Any, None]
+log = logging.getLogger("agentaccel")
 
 
 class Limit(Middleware):
@@ -45,66 +53,82 @@ class Limit(Middleware):
         rules = [rule for rule in self._candidates[call.target] if rule.matches(call)]
         if not rules:
             return PROCEED  # nothing to take or give back: no generator
-        return self._limited(call, rules)
-
-    def _limited(self, call: Call, rules: list[Rule]) -> Flow:
-        names = ", ".join(rule.name for rule in rules)
-        call.annotate("agentaccel.limit.rule", names)
-        tokens = estimate(call) if any(rule.config.tokens_per_minute for rule in rules) else 0
-        permits: list[Permit] = []
-        leases: list[Lease] = []
-        start = time.perf_counter()
+        call.annotate("agentaccel.limit.rule", ", ".join(rule.name for rule in rules))
         call.annotate("agentaccel.limit.queued", False)  # until it waits, here or in the backend's queue
-        queued = partial(call.annotate, "agentaccel.limit.queued", True)
+        tokens = estimate(call) if any(rule.config.tokens_per_minute for rule in rules) else 0
+        if _by_request(call, rules):
+            return self._per_request(call, rules, tokens)
+        return self._per_call(call, rules, tokens)
+
+    def _per_call(self, call: Call, rules: list[Rule], tokens: int) -> Flow:
+        hold = Hold(self, call, rules, tokens)
         try:
-            try:
-                for rule in rules:
-                    limiter = self.limiters[rule.name]
-                    got = limiter.acquire(tokens)
-                    if isinstance(got, Waiter):
-                        queued()
-                        timeout = rule.config.queue_timeout
-                        got = yield Io(partial(got.wait, timeout), partial(got.wait_async, timeout))
-                    permits.append(got)
-                    # counted as it is taken, as the finally below uncounts it even if a later rule refuses
-                    self.instruments.in_flight.add(1, {"agentaccel.limit.rule": limiter.name})
-                    if self.backend is not None:
-                        lease = yield from self.backend.acquire(rule, limiter.capacity, start, queued)
-                        if lease is not None:
-                            leases.append(lease)
-            except LimitExceeded as exc:
-                self.instruments.rejections.add(1, {"agentaccel.limit.rule": exc.rule, "reason": exc.reason})
-                raise
-            finally:
-                waited = time.perf_counter() - start
-                call.annotate("agentaccel.limit.wait_ms", round(waited * 1000, 3))
-                self.instruments.wait.record(waited, {"agentaccel.limit.rule": names})
+            yield from hold.take()
             outcome: Outcome = yield PROCEED
-            if self.backend is not None:
-                for lease in reversed(leases):
-                    yield from self.backend.give_back(lease)
-            self._learn(call, outcome, permits)
+            yield from hold.give_back()
+            limited, wait = rate_limited(outcome.error)
+            counted = any(p.limiter.rule.tokens_per_minute for p in hold.permits)
+            hold.finish(outcome.error is None, limited, wait, used(call, outcome) if counted else None)
         finally:
             # Every way out (return, error, cancellation, an abandoned stream, a refused later rule) comes
             # through here; releasing twice is harmless. Here a flow may be unable to yield, so leases not
             # given back above go back on the backend's own thread.
-            for lease in reversed(leases):
-                self.backend.release(lease)  # type: ignore[union-attr]
-            for permit in reversed(permits):
-                if not permit.released:
-                    permit.release()
-                    self.instruments.in_flight.add(-1, {"agentaccel.limit.rule": permit.limiter.name})
+            hold.release()
 
-    def _learn(self, call: Call, outcome: Outcome, permits: list[Permit]) -> None:
-        limited, retry_after = rate_limited(outcome.error)
-        tokens = used(call, outcome) if any(p.limiter.rule.tokens_per_minute for p in permits) else None
-        for permit in reversed(permits):
-            if limited:
-                self.instruments.rate_limited.add(1, {"agentaccel.limit.rule": permit.limiter.name})
-            permit.finish(outcome.error is None, limited, retry_after, tokens)
-            self.instruments.in_flight.add(-1, {"agentaccel.limit.rule": permit.limiter.name})
-        if limited:
-            call.annotate("agentaccel.limit.rate_limited", True)
-            if self.backend is not None and retry_after:
-                for permit in permits:
-                    self.backend.pause(permit.limiter.name, retry_after)
+    def _per_request(self, call: Call, rules: list[Rule], tokens: int) -> Flow:
+        gate = call.upstream = Gate(partial(Hold, self, call, rules, tokens))
+        try:
+            outcome: Outcome = yield PROCEED
+            gate.ended(call, outcome)
+        finally:
+            call.upstream = None
+            for hold in gate.holds:  # a stream abandoned before its body was closed, a send cancelled
+                hold.release()
+
+
+def _by_request(call: Call, rules: list[Rule]) -> bool:
+    return http.sees(call) and not any(rule.config.hold == "call" for rule in rules)
+
+
+class Gate:
+    """A call's :class:`agentaccel.builtin.http.Upstream`: a :class:`Hold`, made by ``make``, for each request it
+    sends."""
+
+    __slots__ = ("holds", "make")
+
+    def __init__(self, make: Callable[[], Hold]) -> None:
+        self.make = make
+        self.holds: list[Hold] = []
+
+    def admit(self) -> Generator[Io, Any, Hold]:
+        hold = self.make()
+        self.holds.append(hold)
+        yield from hold.take()
+        return hold
+
+    def ended(self, call: Call, outcome: Outcome) -> None:
+        """The call is over: its usage replaces its last request's token estimate, and a call that should have
+        sent its requests through httpx but sent none past the gate is reported (it ran unlimited)."""
+        call.annotate("agentaccel.limit.requests", len(self.holds))
+        if not self.holds:
+            if outcome.error is None and not outcome.served:
+                _unseen(call)
+            return
+        counted = [p for p in self.holds[-1].permits if p.limiter.rule.tokens_per_minute]
+        tokens = used(call, outcome) if counted else None
+        if tokens is not None:
+            for permit in counted:
+                permit.limiter.correct(permit, tokens)
+
+
+_warned: set[tuple[str, str]] = set()
+
+
+def _unseen(call: Call) -> None:
+    key = (call.framework, call.name if call.instance is None else type(call.instance).__qualname__)
+    if key in _warned:
+        return
+    _warned.add(key)
+    log.warning("agentaccel limit: a %s call of %s sent no request through httpx or httpx2, so its rules (%s) "
+                "admitted none of its requests; set hold = \"call\" on those rules to limit such calls as a whole",
+                call.framework, key[1], call.attributes.get("agentaccel.limit.rule"))

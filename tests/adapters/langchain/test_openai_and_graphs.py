@@ -178,6 +178,28 @@ def test_a_429_reaches_the_limit_plugin(agentaccel_spans: SpanRecorder, mock_llm
     assert span.attributes["agentaccel.limit.rate_limited"] is True
 
 
+def test_openai_models_hold_the_limit_per_request_and_see_the_429s_they_retry(
+        agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
+    from agentaccel_limit import snapshot
+    from langchain_core.language_models import FakeListChatModel
+    from langchain_openai import OpenAIEmbeddings
+
+    mock_llm.configure(script=[{"match": "busy", "status": 429, "times": 1}], retry_after=0)
+    agentaccel_spans.enable(cache={"enabled": False}, limit={"rules": [{"name": "models", "max_concurrency": 2}]})
+    model = chat_model(mock_llm, max_retries=1)
+    assert model.invoke("busy now").content  # the client retried the 429 by itself
+    list(model.stream("tell me a story"))
+    asyncio.run(model.ainvoke("hello"))
+    OpenAIEmbeddings(base_url=mock_llm.url, api_key="test", model="text-embedding-3-small",
+                     check_embedding_ctx_length=False).embed_query("hello")
+    FakeListChatModel(responses=["offline"]).invoke("hello")  # no HTTP: limited as a whole call
+    spans = agentaccel_spans.spans()
+    assert [s.attributes.get("agentaccel.limit.requests") for s in spans] == [2, 1, 1, 1, None]
+    assert spans[0].attributes["agentaccel.limit.rate_limited"] is True
+    assert all(s.attributes["agentaccel.limit.rule"] == "models" for s in spans)
+    assert snapshot()["models"]["in_flight"] == 0
+
+
 def test_embeddings_and_tools(agentaccel_spans: SpanRecorder, mock_llm: MockLLM) -> None:
     from langchain_core.embeddings import Embeddings
     from langchain_openai import OpenAIEmbeddings
@@ -260,6 +282,7 @@ def test_agent_with_two_tools_spans_cache_and_limit(agentaccel_spans: SpanRecord
         assert chain[-1] == "invoke_agent city_agent", chain
         assert chain[0].startswith("invoke_workflow "), chain  # the node
     assert all(s.attributes["agentaccel.limit.rule"] == "openai" for s in chats)
+    assert all(s.attributes["agentaccel.limit.requests"] == 1 for s in chats)  # a permit per request, not per call
     # One span per node run; LangGraph's hidden __start__ node is plumbing, as in LangSmith's trace.
     nodes = sorted(s.name for s in spans if s.name.startswith("invoke_workflow "))
     assert nodes == ["invoke_workflow model"] * 2 + ["invoke_workflow tools"] * 2, nodes  # a task per tool call
