@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2
 import pytest
+from test_pipeline import MiddlewarePlugin
 
 import agentaccel
 from agentaccel import AgentAccelError, Io, Middleware, plugin_failures
@@ -58,19 +59,10 @@ class Admissions(Middleware):
             raise RuntimeError("a bug in done()")
 
 
-class Plugin:
-    def __init__(self, middleware: Middleware) -> None:
-        self.middleware = middleware
-
-    @agentaccel.hookimpl
-    def agentaccel_register_middleware(self, register: Callable[[Middleware], None]) -> None:
-        register(self.middleware)
-
-
 @pytest.fixture
 def admissions(register: Register) -> Admissions:
     middleware = Admissions()
-    register(Plugin(middleware), "admissions")
+    register(MiddlewarePlugin(middleware), "admissions")
     agentaccel.enable()
     return middleware
 
@@ -176,7 +168,7 @@ def test_disabled_it_leaves_httpx_as_it_was(register: Register, monkeypatch: pyt
     assert (vars(httpx2.Client)["send"], vars(httpx2.AsyncClient)["send"]) == original
     monkeypatch.setenv("AGENTACCEL_DISABLE_PLUGINS", "http")
     middleware = Admissions()
-    register(Plugin(middleware), "admissions")
+    register(MiddlewarePlugin(middleware), "admissions")
     agentaccel.enable()
     assert vars(httpx2.Client)["send"] is original[0]
 
