@@ -4,10 +4,11 @@
 A middleware that sets ``call.upstream`` (an :class:`Upstream`) is asked, as each request of that call is about to
 be sent, for an admission (:meth:`Upstream.admit`, a flow of :class:`~agentaccel.Io` effects run here, blocking a
 thread or awaited); the admission is told the response's status and headers once the provider is done with the
-request: when ``send`` returns a response whose body it has read or whose status is an error, when a streamed body
-is closed (read to its end or not), or when ``send`` raises. The limit plugin uses it to hold a permit only while a request is upstream, not
-while the framework builds the request and parses the answer, and to see every 429, including those the client
-retries by itself. Disable with ``AGENTACCEL_DISABLE_PLUGINS=http``: limits then hold their permits per call.
+request: when ``send`` returns a response whose body it has read or whose status is an error, when a streamed
+body is closed (read to its end or not), or when ``send`` raises. The limit plugin uses it to hold a permit only
+while a request is upstream, not while the framework builds the request and parses the answer, and to see every
+429, including those the client retries by itself. Disable with ``AGENTACCEL_DISABLE_PLUGINS=http``: limits then
+hold their permits per call.
 """
 
 from __future__ import annotations
