@@ -4,7 +4,7 @@ waits in Io effects (a blocked thread, or an awaited future) and gives the permi
 A model call whose requests agentaccel sees (its adapter's ``hints["http"]``, and the built-in ``http`` plugin
 enabled) takes its permits per request instead (:class:`Gate`): from just before each request is sent until the
 provider is done with it. The framework's work around the request (building it, parsing the answer, callbacks)
-then holds no permit, so a rule's permits are upstream nearly all the time they are held, and each response's 429
+then holds no permit, so a rule's permits are upstream most of the time they are held, and each response's 429
 and Retry-After teach the rule, including those the client retries by itself."""
 
 from __future__ import annotations
