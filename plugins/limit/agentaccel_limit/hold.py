@@ -91,9 +91,8 @@ class Hold:
         give everything back, at once, from wherever that happens (a stream's close cannot wait for Redis)."""
         limited = status == 429
         self.release_leases()
-        # A refused request used no tokens; the estimate of an answered one stays until the call reports usage.
-        self.finish(status is not None and status < 400, limited, retry_after(headers) if limited else None,
-                    0 if limited else None)
+        # The call's token estimate, if this request carries it, stays until the call reports its usage.
+        self.finish(status is not None and status < 400, limited, retry_after(headers) if limited else None, None)
 
     def release_leases(self) -> None:
         """Give the Redis leases back on the backend's own thread: here nothing may wait."""

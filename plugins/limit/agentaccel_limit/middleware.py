@@ -76,7 +76,7 @@ class Limit(Middleware):
             hold.release()
 
     def _per_request(self, call: Call, rules: list[Rule], tokens: int) -> Flow:
-        gate = call.upstream = Gate(partial(Hold, self, call, rules, tokens))
+        gate = call.upstream = Gate(partial(Hold, self, call, rules), tokens)
         try:
             outcome: Outcome = yield PROCEED
             gate.ended(call, outcome)
@@ -91,30 +91,37 @@ def _by_request(call: Call, rules: list[Rule]) -> bool:
 
 
 class Gate:
-    """A call's :class:`agentaccel.builtin.http.Upstream`: a :class:`Hold`, made by ``make``, for each request it
-    sends."""
+    """A call's :class:`agentaccel.builtin.http.Upstream`: a :class:`Hold`, made by ``make(tokens)``, for each
+    request it sends. The call's token estimate is charged once, to its first admitted request, and replaced with
+    the call's usage when it ends: a call that sends several requests (an embeddings call in chunks, a client's
+    retries) is estimated as a whole."""
 
-    __slots__ = ("holds", "make")
+    __slots__ = ("carrier", "holds", "make", "tokens")
 
-    def __init__(self, make: Callable[[], Hold]) -> None:
+    def __init__(self, make: Callable[[int], Hold], tokens: int) -> None:
         self.make = make
+        self.tokens = tokens
         self.holds: list[Hold] = []
+        self.carrier: Hold | None = None  # the request charged with the call's estimate
 
     def admit(self) -> Generator[Io, Any, Hold]:
-        hold = self.make()
+        charge = self.tokens if self.carrier is None else 0
+        hold = self.make(charge)
         self.holds.append(hold)
         yield from hold.take()
+        if charge:
+            self.carrier = hold  # once admitted: a refused admission was charged nothing
         return hold
 
     def ended(self, call: Call, outcome: Outcome) -> None:
-        """The call is over: its usage replaces its last request's token estimate, and a call that should have
-        sent its requests through httpx but sent none past the gate is reported (it ran unlimited)."""
+        """The call is over: its usage replaces the estimate it was charged, and a call that should have sent its
+        requests through httpx but sent none past the gate is reported (it ran unlimited)."""
         call.annotate("agentaccel.limit.requests", len(self.holds))
         if not self.holds:
             if outcome.error is None and not outcome.served:
                 _unseen(call)
             return
-        counted = [p for p in self.holds[-1].permits if p.limiter.rule.tokens_per_minute]
+        counted = [p for p in self.carrier.permits if p.limiter.rule.tokens_per_minute] if self.carrier else []
         tokens = used(call, outcome) if counted else None
         if tokens is not None:
             for permit in counted:

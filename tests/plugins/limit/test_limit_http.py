@@ -241,6 +241,42 @@ def test_usage_replaces_the_token_estimate_of_the_request(agentaccel_spans: Span
     assert [span["agentaccel.limit.queued"] for span in attributes(agentaccel_spans)] == [False, False]
 
 
+def test_a_call_of_several_requests_is_charged_its_estimate_once(agentaccel_spans: SpanRecorder,
+                                                                   mock_llm: MockLLM) -> None:
+    # Three requests in one call (an embeddings call in chunks): charged per request, the third would need three
+    # estimates of about 250 tokens in a budget of 600, and wait a minute (refused after one second).
+    agentaccel_spans.enable(limit={"rules": [{"name": "provider", "tokens_per_minute": 600, "queue_timeout": 1}]})
+    api = client(mock_llm)
+
+    @agentaccel.accelerate(operation="chat", http=True, request=lambda call: {"messages": "x", "max_tokens": 250})
+    def in_chunks() -> list[Any]:
+        return [api.chat.completions.create(model="m", messages=messages(f"part {i}"), max_tokens=250)
+                for i in range(3)]
+
+    assert len(in_chunks()) == 3
+    span = attributes(agentaccel_spans)[0]
+    assert span["agentaccel.limit.requests"] == 3
+    assert span["agentaccel.limit.queued"] is False
+
+
+def test_a_call_retried_after_a_429_is_charged_its_usage_once(agentaccel_spans: SpanRecorder,
+                                                              mock_llm: MockLLM) -> None:
+    # The refused request and its retry are one call, charged one estimate, which its usage replaces: a second
+    # call then fits a budget that two estimates would not (it would wait, and be refused after one second).
+    mock_llm.configure(script=[{"match": "busy", "status": 429, "times": 1}], retry_after=0)
+    agentaccel_spans.enable(limit={"rules": [{"name": "provider", "tokens_per_minute": 400, "queue_timeout": 1}]})
+    api = client(mock_llm, retries=1)
+
+    @agentaccel.accelerate(operation="chat", http=True, request=lambda call: {"messages": "x", "max_tokens": 250})
+    def ask(text: str) -> Any:
+        return api.chat.completions.create(model="m", messages=messages(text), max_tokens=250)
+
+    ask("busy")
+    ask("calm")
+    assert [span["agentaccel.limit.requests"] for span in attributes(agentaccel_spans)] == [2, 1]
+    assert [span["agentaccel.limit.queued"] for span in attributes(agentaccel_spans)] == [False, False]
+
+
 def test_a_call_that_sends_nothing_through_httpx_is_reported(agentaccel_spans: SpanRecorder,
                                                              caplog: pytest.LogCaptureFixture) -> None:
     agentaccel_spans.enable(limit={"rules": [RULE]})
