@@ -164,7 +164,7 @@ def _deliberate(exc: BaseException) -> bool:
     return isinstance(exc, AgentAccelError) or not isinstance(exc, Exception)
 
 
-def _step(flow: Flow, value: Any, error: BaseException | None) -> Any:
+def _step(flow: Generator[Any, Any, Any], value: Any, error: BaseException | None) -> Any:
     return flow.send(value) if error is None else flow.throw(error)
 
 

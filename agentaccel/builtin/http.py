@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from agentaccel._adapter import Adapter, Patch
 from agentaccel._call import Call
-from agentaccel._pipeline import _ACTIVE, Io, _deliberate, isolate
+from agentaccel._pipeline import _ACTIVE, Io, _arun_io, _deliberate, _run_io, _step, isolate
 from agentaccel._plugins import hookimpl
 
 
@@ -34,21 +34,19 @@ class Upstream(Protocol):
         """Wait (by yielding Io effects) until one request of the call may be sent; raise to refuse it."""
 
 
-def _admitted(flow: Generator[Io, Any, Admission]) -> Admission:
+def _admitted(call: Call) -> Admission:
+    flow = call.upstream.admit()
     effect, admission = _resume(flow, None, None)
     while effect is not None:
-        effect, admission = _resume(flow, *_ran(effect.run))
+        effect, admission = _resume(flow, *_run_io(effect, call))
     return admission  # type: ignore[return-value]  # a flow that returned gave its admission
 
 
-async def _admitted_async(flow: Generator[Io, Any, Admission]) -> Admission:
+async def _admitted_async(call: Call) -> Admission:
+    flow = call.upstream.admit()
     effect, admission = _resume(flow, None, None)
     while effect is not None:
-        try:
-            result: tuple[Any, BaseException | None] = (await effect.arun(), None)
-        except BaseException as exc:
-            result = (None, exc)
-        effect, admission = _resume(flow, *result)
+        effect, admission = _resume(flow, *await _arun_io(effect, call))
     return admission  # type: ignore[return-value]  # a flow that returned gave its admission
 
 
@@ -56,29 +54,23 @@ def _resume(flow: Generator[Io, Any, Admission], value: Any, error: BaseExceptio
             ) -> tuple[Io | None, Admission | None]:
     """The flow's next effect, or its admission once it returns; what it raises goes to the sender."""
     try:
-        return (flow.send(value) if error is None else flow.throw(error)), None
+        return _step(flow, value, error), None
     except StopIteration as stop:
         return None, stop.value
 
 
-def _ran(run: Callable[[], Any]) -> tuple[Any, BaseException | None]:
-    try:
-        return run(), None
-    except BaseException as exc:
-        return None, exc
-
-
-def _upstream() -> Upstream | None:
+def _admitting() -> Call | None:
+    """The active call, when a middleware admits its requests."""
     call = _ACTIVE.get()
-    return None if call is None else call.upstream
+    return call if call is not None and call.upstream is not None else None
 
 
 def _send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    upstream = _upstream()
-    if upstream is None:
+    call = _admitting()
+    if call is None:
         return wrapped(*args, **kwargs)
     try:
-        admission = _admitted(upstream.admit())
+        admission = _admitted(call)
     except BaseException as exc:
         _refused(exc)
         return wrapped(*args, **kwargs)
@@ -91,16 +83,16 @@ def _send(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwa
 
 
 def _send_async(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    upstream = _upstream()
-    if upstream is None:
+    call = _admitting()
+    if call is None:
         return wrapped(*args, **kwargs)
-    return _admitted_send(upstream, wrapped, args, kwargs)
+    return _admitted_send(call, wrapped, args, kwargs)
 
 
-async def _admitted_send(upstream: Upstream, wrapped: Callable[..., Any], args: tuple[Any, ...],
+async def _admitted_send(call: Call, wrapped: Callable[..., Any], args: tuple[Any, ...],
                          kwargs: dict[str, Any]) -> Any:
     try:
-        admission = await _admitted_async(upstream.admit())
+        admission = await _admitted_async(call)
     except BaseException as exc:
         _refused(exc)
         return await wrapped(*args, **kwargs)

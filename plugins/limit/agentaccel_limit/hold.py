@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from agentaccel_limit.middleware import Limit
     from agentaccel_limit.redis_backend import Lease
 
+RULE = "agentaccel.limit.rule"
 WAIT_MS = "agentaccel.limit.wait_ms"
 
 
@@ -49,20 +50,20 @@ class Hold:
                     got = yield Io(partial(got.wait, timeout), partial(got.wait_async, timeout))
                 self.permits.append(got)
                 # counted as it is taken, as release() uncounts it even if a later rule refuses
-                limit.instruments.in_flight.add(1, {"agentaccel.limit.rule": limiter.name})
+                limit.instruments.in_flight.add(1, {RULE: limiter.name})
                 if limit.backend is not None:
                     lease = yield from limit.backend.acquire(rule, limiter.capacity, start, queued)
                     if lease is not None:
                         self.leases.append(lease)
         except BaseException as exc:
             if isinstance(exc, LimitExceeded):
-                limit.instruments.rejections.add(1, {"agentaccel.limit.rule": exc.rule, "reason": exc.reason})
+                limit.instruments.rejections.add(1, {RULE: exc.rule, "reason": exc.reason})
             self.release()
             raise
         finally:
             waited = time.perf_counter() - start
             call.annotate(WAIT_MS, round(call.attributes.get(WAIT_MS, 0) + waited * 1000, 3))
-            limit.instruments.wait.record(waited, {"agentaccel.limit.rule": ", ".join(r.name for r in self.rules)})
+            limit.instruments.wait.record(waited, {RULE: call.attributes[RULE]})  # the names, as the flow joined them
 
     def give_back(self) -> Generator[Io, Any, None]:
         """Give the Redis leases back, waiting for Redis (where the flow can wait: a call's end)."""
@@ -77,9 +78,9 @@ class Hold:
             if permit.released:
                 continue
             if limited:
-                limit.instruments.rate_limited.add(1, {"agentaccel.limit.rule": permit.limiter.name})
+                limit.instruments.rate_limited.add(1, {RULE: permit.limiter.name})
             permit.finish(ok, limited, wait, tokens)
-            limit.instruments.in_flight.add(-1, {"agentaccel.limit.rule": permit.limiter.name})
+            limit.instruments.in_flight.add(-1, {RULE: permit.limiter.name})
         if limited:
             self.call.annotate("agentaccel.limit.rate_limited", True)
             if limit.backend is not None and wait:
@@ -105,4 +106,4 @@ class Hold:
         for permit in reversed(self.permits):
             if not permit.released:
                 permit.release()
-                self.limit.instruments.in_flight.add(-1, {"agentaccel.limit.rule": permit.limiter.name})
+                self.limit.instruments.in_flight.add(-1, {RULE: permit.limiter.name})

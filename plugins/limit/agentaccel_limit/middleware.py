@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from agentaccel import PROCEED, Call, Io, Middleware, Outcome, Proceed, Target
 from agentaccel.builtin import http
 from agentaccel_limit.feedback import rate_limited
-from agentaccel_limit.hold import Hold
+from agentaccel_limit.hold import RULE, Hold
 from agentaccel_limit.local import Limiter
 from agentaccel_limit.rules import Rule, candidates
 from agentaccel_limit.telemetry import Instruments
@@ -53,7 +53,7 @@ class Limit(Middleware):
         rules = [rule for rule in self._candidates[call.target] if rule.matches(call)]
         if not rules:
             return PROCEED  # nothing to take or give back: no generator
-        call.annotate("agentaccel.limit.rule", ", ".join(rule.name for rule in rules))
+        call.annotate(RULE, ", ".join(rule.name for rule in rules))
         call.annotate("agentaccel.limit.queued", False)  # until it waits, here or in the backend's queue
         tokens = estimate(call) if any(rule.config.tokens_per_minute for rule in rules) else 0
         if _by_request(call, rules):
@@ -138,4 +138,4 @@ def _unseen(call: Call) -> None:
     _warned.add(key)
     log.warning("agentaccel limit: a %s call of %s sent no request through httpx or httpx2, so its rules (%s) "
                 "admitted none of its requests; set hold = \"call\" on those rules to limit such calls as a whole",
-                call.framework, key[1], call.attributes.get("agentaccel.limit.rule"))
+                call.framework, key[1], call.attributes.get(RULE))
